@@ -1,0 +1,235 @@
+"""Run one grid cell: train the task stream with the cell's memory, measure, return its record."""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark import registry
+from benchmark.config import CellConfig
+from benchmark.memory import MemoryBuffer, kept_token_count, retention_budget_bytes
+from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
+from benchmark.model import TokenViT
+from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
+from benchmark.provenance import provenance
+from benchmark.results import FAILED, FINISHED, CellResult
+from benchmark.selection import attribution_quality, choose_memory, features_and_grads, sample_budget
+from benchmark.train import TrainSettings, accuracy, seeded_generator, train_experience
+from methods.base import SamplePool
+from tasks.base import Experience, TaskStream, patchify
+
+# Random input dropout on new data for core tokensets when the grid does not set it:
+# the seed paper's code drops patch embeddings at p = 0.9 (METHODS.md); see README for the choice.
+CORE_TOKENSET_INPUT_DROPOUT = 0.5
+
+StatusHook = Callable[[str, int], None]  # (what the cell is doing, epochs just finished)
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device = 'cuda' but CUDA is not available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def input_dropout_for(config: CellConfig) -> float:
+    if config.train.input_dropout is not None:
+        return config.train.input_dropout
+    return 0.0 if config.token_selector is None else CORE_TOKENSET_INPUT_DROPOUT
+
+
+@dataclass
+class TaskCache:
+    """Built task streams of one process, keyed by task config (building is deterministic)."""
+
+    streams: dict[str, TaskStream] = field(default_factory=dict)
+
+    def get(self, task: str, params: dict[str, object]) -> TaskStream:
+        key = f"{task}:{sorted(params.items())}"
+        if key not in self.streams:
+            self.streams[key] = registry.create("task", task, **params).build()
+        return self.streams[key]
+
+
+@dataclass(frozen=True)
+class ExperienceTensors:
+    train_patches: torch.Tensor
+    train_labels: torch.Tensor
+    test_patches: torch.Tensor
+    test_labels: torch.Tensor
+    train_masks: torch.Tensor | None
+    train_bytes: int
+
+
+def to_tensors(experience: Experience, patch_size: int) -> ExperienceTensors:
+    masks = experience.train_masks
+    return ExperienceTensors(
+        train_patches=torch.from_numpy(patchify(experience.train_images, patch_size)),
+        train_labels=torch.from_numpy(experience.train_labels),
+        test_patches=torch.from_numpy(patchify(experience.test_images, patch_size)),
+        test_labels=torch.from_numpy(experience.test_labels),
+        train_masks=None if masks is None else torch.from_numpy(masks),
+        train_bytes=experience.train_bytes,
+    )
+
+
+def run_cell(
+    config: CellConfig,
+    commit: str,
+    cache: TaskCache | None = None,
+    weights_dir: Path = WEIGHTS_DIR,
+    on_status: StatusHook | None = None,
+) -> CellResult:
+    """Run one cell; any exception becomes a ``failed`` record with the error, never a crash."""
+    started = time.perf_counter()
+    try:
+        return _run_cell(config, commit, cache or TaskCache(), weights_dir, on_status, started)
+    except Exception as error:  # a failed cell is data: record it and let the grid go on
+        return CellResult(
+            config=config.to_dict(),
+            config_hash=config.config_hash,
+            status=FAILED,
+            error=f"{type(error).__name__}: {error}",
+            wall_seconds=time.perf_counter() - started,
+            provenance={"commit": commit, "traceback": traceback.format_exc(limit=8)},
+        )
+
+
+def _run_cell(
+    config: CellConfig,
+    commit: str,
+    cache: TaskCache,
+    weights_dir: Path,
+    on_status: StatusHook | None,
+    started: float,
+) -> CellResult:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    device = resolve_device(config.train.device)
+    stream = cache.get(config.task, config.task_params)
+    sample_selector = registry.create("sample_selector", config.sample_selector, **config.selector_params)
+    token_selector = (
+        None
+        if config.token_selector is None
+        else registry.create("token_selector", config.token_selector, **config.token_selector_params)
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = TokenViT(stream.backbone, stream.num_classes)
+    if config.train.pretrained:
+        model.load_backbone(load_backbone_weights(default_recipe(stream.backbone), weights_dir))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    settings = TrainSettings(
+        epochs=config.train.epochs,
+        batch_size=config.train.batch_size,
+        replay_batch_size=config.train.replay_batch_size,
+        input_dropout=input_dropout_for(config),
+        eval_batch_size=config.train.eval_batch_size,
+    )
+    data = [to_tensors(e, stream.backbone.patch_size) for e in stream.experiences]
+    status = on_status or (lambda message, advance: None)
+
+    def evaluate_all() -> list[float]:
+        return [
+            accuracy(model, d.test_patches, d.test_labels, settings.eval_batch_size, device) for d in data
+        ]
+
+    memory = MemoryBuffer(stream.tokens)
+    tasks = len(data)
+    matrix = np.zeros((tasks, tasks))
+    train_seconds = select_seconds = 0.0
+    attribution_rows: list[dict[str, float]] = []
+    attribution_weights: list[int] = []
+    if sample_selector.trains_jointly:
+        tick = time.perf_counter()
+        generator = seeded_generator(config.seed, 1, 0)
+        patches = torch.cat([d.train_patches for d in data])
+        labels = torch.cat([d.train_labels for d in data])
+        train_experience(model, optimizer, patches, labels, None, settings, generator, device,
+                         lambda m: status(f"joint {m}", tasks))
+        train_seconds = time.perf_counter() - tick
+        matrix[:] = evaluate_all()  # one model: every row is its accuracy
+    for index, current in enumerate(data if not sample_selector.trains_jointly else []):
+        tick = time.perf_counter()
+        replay = memory.tensors() if len(memory) else None
+        train_experience(
+            model, optimizer, current.train_patches, current.train_labels, replay, settings,
+            seeded_generator(config.seed, 1, index), device,
+            lambda m, i=index: status(f"task {i + 1}/{tasks} {m}", 1),
+        )
+        train_seconds += time.perf_counter() - tick
+        matrix[index] = evaluate_all()
+        if not sample_selector.uses_memory or index == tasks - 1:
+            continue  # the last task's memory would never be replayed
+        tick = time.perf_counter()
+        status(f"task {index + 1}/{tasks} selecting memory", 0)
+        assert config.retention is not None
+        budget_bytes = retention_budget_bytes(config.retention, current.train_bytes)
+        patch_bytes = int(current.train_patches.shape[2])
+        budget = sample_budget(budget_bytes, config.token_fraction, stream.tokens, patch_bytes)
+        features, grads = features_and_grads(
+            model, current.train_patches, current.train_labels, sample_selector.needs_grads,
+            settings.eval_batch_size, device,
+        )
+        memory_grads = None
+        if sample_selector.needs_grads and len(memory):
+            stored, stored_labels = memory.tensors()
+            if stored.patches.shape[1] == stream.tokens:
+                memory_grads = features_and_grads(
+                    model, stored.patches, stored_labels, True, settings.eval_batch_size, device
+                )[1]
+        pool = SamplePool(features, grads, current.train_labels.numpy(), memory_grads)
+        choice = choose_memory(
+            model, pool, current.train_patches, current.train_masks, sample_selector, token_selector,
+            config.token_fraction, budget, np.random.default_rng([config.seed, 2, index]), device,
+        )
+        chosen = torch.from_numpy(choice.selection.indices)
+        kept = choice.kept_positions
+        stored_patches = current.train_patches[chosen].numpy()
+        if kept is not None:
+            stored_patches = np.take_along_axis(stored_patches, kept[:, :, None], axis=1)
+            if current.train_masks is not None:
+                attribution_rows.append(
+                    attribution_quality(kept, choice.top_tokens, current.train_masks[chosen].numpy())
+                )
+                attribution_weights.append(len(chosen))
+        memory.add(index, stored_patches, kept, current.train_labels[chosen].numpy(), budget_bytes)
+        select_seconds += time.perf_counter() - tick
+    attribution = None
+    if attribution_rows:
+        attribution = {
+            key: float(np.average([row[key] for row in attribution_rows], weights=attribution_weights))
+            for key in attribution_rows[0]
+        }
+    return CellResult(
+        config=config.to_dict(),
+        config_hash=config.config_hash,
+        status=FINISHED,
+        accuracy_matrix=[[float(v) for v in row] for row in matrix],
+        diagonal_mean=diagonal_mean(matrix),
+        final_average_accuracy=final_average_accuracy(matrix),
+        average_forgetting=average_forgetting(matrix),
+        backward_transfer=backward_transfer(matrix),
+        bytes_used=memory.bytes_used,
+        bytes_allowed=memory.bytes_allowed,
+        bytes_used_per_task=[e.nbytes for e in memory.entries],
+        bytes_allowed_per_task=[e.bytes_allowed for e in memory.entries],
+        samples_per_task=[len(e) for e in memory.entries],
+        tokens_per_sample=(
+            kept_token_count(config.token_fraction, stream.tokens) if sample_selector.uses_memory else None
+        ),
+        attribution=attribution,
+        selection_seconds=select_seconds,
+        training_seconds=train_seconds,
+        wall_seconds=time.perf_counter() - started,
+        provenance=provenance(device, commit),
+    )

@@ -1,0 +1,244 @@
+"""Grid files (TOML) → validated, resolved cells.
+
+    name = "default"                       # optional; defaults to the file's stem
+    tasks = ["split-shapes", "split-digits"]
+    methods = ["none", "joint", "random", "gradmatch+gradlrp"]
+    retention = [0.01, 0.05, 0.1]          # fractions in (0, 1]
+    seeds = [0, 1, 2]
+    token_fraction = [0.25]                # optional: t for core tokensets (an axis)
+
+    [train]                                # optional: benchmark.config.TrainConfig fields
+    epochs = 3
+
+    [task_params.split-shapes]             # optional: constructor parameters per entry
+    object_scale = 0.35
+    [sample_selector_params.gradmatch]
+    ridge = 0.5
+    [token_selector_params.atman]
+    [method_params."gradmatch+gradlrp"]    # per method: its own token_fraction list
+    token_fraction = [0.125, 0.25]
+
+TOML cannot hold both ``tasks = [...]`` and a table ``[tasks.<name>]``, so the
+per-entry tables of DESIGN's contract are spelled ``[task_params.<name>]`` and
+``[sample_selector_params.<name>]`` / ``[token_selector_params.<name>]``.
+Every problem is a one-line ``UserError`` that names it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from benchmark import registry
+from benchmark.config import CellConfig, TrainConfig
+from benchmark.errors import UserError
+from benchmark.registry import unknown_name_message
+
+LIST_KEYS = ("tasks", "methods", "retention", "seeds")
+TABLE_KEYS = ("train", "task_params", "sample_selector_params", "token_selector_params", "method_params")
+OPTIONAL_KEYS = ("name", "token_fraction", "description")
+DEFAULT_TOKEN_FRACTIONS = (0.25,)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    path: Path
+    cells: tuple[CellConfig, ...]
+    description: str = ""
+
+
+def load_grid(path: Path) -> Grid:
+    """Read, validate and expand a grid file; every problem is a one-line UserError."""
+    if not path.exists():
+        raise UserError(f"grid file {path} not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"malformed grid {path}: {error}") from None
+    except OSError as error:
+        raise UserError(f"cannot read grid {path}: {error.strerror}") from None
+    return expand_grid(raw, path)
+
+
+def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
+    where = f"grid {path.name}"
+    known = (*LIST_KEYS, *TABLE_KEYS, *OPTIONAL_KEYS)
+    for key in raw:
+        if key not in known:
+            raise UserError(f"{where}: {unknown_name_message('key', key, list(known))}")
+    for key in LIST_KEYS:
+        if key not in raw:
+            raise UserError(f"{where}: missing key {key!r} (a list)")
+        _check_list(raw[key], key, where)
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{where}: 'name' must be a non-empty string")
+    tasks = [_check_type(t, str, "tasks", where) for t in raw["tasks"]]
+    methods = [_check_type(m, str, "methods", where) for m in raw["methods"]]
+    seeds = [_check_type(s, int, "seeds", where) for s in raw["seeds"]]
+    retentions = [_fraction(r, "retention", where) for r in raw["retention"]]
+    token_fractions = _fractions(raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), "token_fraction", where)
+    tables = {key: _table(raw.get(key, {}), key, where) for key in TABLE_KEYS}
+    train = _train_config(tables["train"], where)
+    for task in tasks:
+        registry.get("task", task)
+    task_params = {t: _resolve("task", t, _table(tables["task_params"].get(t, {}), t, where), where) for t in tasks}
+    _check_unused(tables["task_params"], tasks, "task_params", where)
+    cells: list[CellConfig] = []
+    used_samples, used_tokens = set(), set()
+    for method in methods:
+        sample_name, token_name = _split_method(method, where)
+        used_samples.add(sample_name)
+        selector = registry.get("sample_selector", sample_name)
+        sample_params = _resolve(
+            "sample_selector", sample_name, tables["sample_selector_params"].get(sample_name, {}), where
+        )
+        token_params: dict[str, Any] = {}
+        if token_name is not None:
+            used_tokens.add(token_name)
+            token_params = _resolve(
+                "token_selector", token_name, tables["token_selector_params"].get(token_name, {}), where
+            )
+            if not getattr(selector, "uses_memory", True):
+                raise UserError(f"{where}: method {method!r}: {sample_name!r} stores no memory to select tokens of")
+        method_table = _table(tables["method_params"].get(method, {}), method, where)
+        for key in method_table:
+            if key != "token_fraction":
+                raise UserError(f"{where}: method_params.{method}: unknown key {key!r} (only token_fraction)")
+        fractions = _fractions(method_table.get("token_fraction", token_fractions), "token_fraction", where)
+        for task in tasks:
+            for seed in seeds:
+                common = {
+                    "grid": name,
+                    "task": task,
+                    "task_params": task_params[task],
+                    "method": method,
+                    "sample_selector": sample_name,
+                    "token_selector": token_name,
+                    "selector_params": sample_params,
+                    "token_selector_params": token_params,
+                    "seed": seed,
+                    "train": train,
+                }
+                if not getattr(selector, "uses_memory", True):
+                    cells.append(CellConfig(retention=None, token_fraction=1.0, **common))
+                    continue
+                for retention in retentions:
+                    for fraction in fractions if token_name is not None else [1.0]:
+                        cells.append(CellConfig(retention=retention, token_fraction=fraction, **common))
+    _check_unused(tables["sample_selector_params"], sorted(used_samples), "sample_selector_params", where)
+    _check_unused(tables["token_selector_params"], sorted(used_tokens), "token_selector_params", where)
+    _check_unused(tables["method_params"], methods, "method_params", where)
+    return Grid(name=name, path=path, cells=tuple(cells), description=str(raw.get("description", "")))
+
+
+def _split_method(method: str, where: str) -> tuple[str, str | None]:
+    parts = method.split("+")
+    if len(parts) > 2 or not all(parts):
+        raise UserError(f"{where}: method {method!r} must be <sample_selector> or <sample_selector>+<token_selector>")
+    registry.get("sample_selector", parts[0])
+    if len(parts) == 2:
+        registry.get("token_selector", parts[1])
+        return parts[0], parts[1]
+    return parts[0], None
+
+
+def _resolve(kind: str, name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """The entry's full parameters: its defaults overridden by the grid's, checked by signature."""
+    factory = registry.get(kind, name)
+    signature = inspect.signature(factory)
+    accepted = {p.name: p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD}
+    for key in params:
+        if key not in accepted:
+            hint = unknown_name_message(f"parameter of {kind} {name!r}:", key, sorted(accepted))
+            raise UserError(f"{where}: {hint}")
+    resolved = {key: p.default for key, p in accepted.items() if p.default is not p.empty}
+    for key, value in params.items():
+        default = accepted[key].default
+        if default is not accepted[key].empty and default is not None and not _same_type(value, default):
+            raise UserError(
+                f"{where}: {kind} {name!r} parameter {key!r} must be {type(default).__name__}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        resolved[key] = value
+    try:
+        factory(**resolved)  # constructors validate their values
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{where}: {kind} {name!r}: {error}") from None
+    return resolved
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _train_config(table: dict[str, Any], where: str) -> TrainConfig:
+    known = {f.name: f for f in fields(TrainConfig)}
+    defaults = TrainConfig()
+    for key, value in table.items():
+        if key not in known:
+            raise UserError(f"{where}: [train]: {unknown_name_message('setting', key, sorted(known))}")
+        default = getattr(defaults, key)
+        if default is not None and not _same_type(value, default):
+            raise UserError(f"{where}: [train] {key} must be {type(default).__name__}, got {value!r}")
+        if default is None and not isinstance(value, int | float) or isinstance(value, bool) and default is None:
+            raise UserError(f"{where}: [train] {key} must be a number, got {value!r}")
+    try:
+        return TrainConfig(**{k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in table.items()})
+    except ValueError as error:
+        raise UserError(f"{where}: [train]: {error}") from None
+
+
+def _check_list(value: Any, key: str, where: str) -> None:
+    if not isinstance(value, list):
+        raise UserError(f"{where}: {key!r} must be a list, got {type(value).__name__}")
+    if not value:
+        raise UserError(f"{where}: {key!r} is empty")
+    seen = set()
+    for item in value:
+        marker = repr(item)
+        if marker in seen:
+            raise UserError(f"{where}: {key!r} lists {item!r} twice")
+        seen.add(marker)
+
+
+def _check_type(value: Any, kind: type, key: str, where: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{where}: {key!r} entries must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where}: {key} values must be numbers, got {value!r}")
+    if not 0.0 < float(value) <= 1.0:
+        raise UserError(f"{where}: {key} {value!r} is outside (0, 1]")
+    return float(value)
+
+
+def _fractions(value: Any, key: str, where: str) -> list[float]:
+    _check_list(value, key, where)
+    return [_fraction(v, key, where) for v in value]
+
+
+def _table(value: Any, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {key!r} must be a table, got {type(value).__name__}")
+    return value
+
+
+def _check_unused(table: dict[str, Any], used: list[str], key: str, where: str) -> None:
+    for name in table:
+        if name not in used:
+            close = difflib.get_close_matches(name, used, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{where}: [{key}.{name}] names no entry of this grid{hint}")

@@ -1,0 +1,50 @@
+"""Refuse an impossible grid before any cell runs: data, weights, masks and budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark import registry
+from benchmark.cell import TaskCache
+from benchmark.errors import UserError
+from benchmark.grid import Grid
+from benchmark.memory import kept_token_count, retention_budget_bytes, stored_sample_bytes
+from benchmark.pretrain import default_recipe, weights_path
+
+
+def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
+    """Build every task once and check what each cell needs; raise a one-line UserError if not."""
+    checked_budgets: set[tuple[str, float, float]] = set()
+    for cell in grid.cells:
+        stream = cache.get(cell.task, cell.task_params)
+        if cell.train.pretrained:
+            path = weights_path(default_recipe(stream.backbone), weights_dir)
+            if not path.exists():
+                raise UserError(
+                    f"pretrained backbone {path} for {cell.task} not found: "
+                    "make it with `nox -s pretrain` (or `python -m benchmark pretrain`)"
+                )
+        if cell.token_selector is not None:
+            token_selector = registry.get("token_selector", cell.token_selector)
+            if getattr(token_selector, "needs_mask", False) and not stream.has_masks:
+                raise UserError(
+                    f"method {cell.method!r} needs ground-truth masks, which task {cell.task!r} does not have"
+                )
+        if cell.retention is None:
+            continue
+        key = (cell.task + repr(sorted(cell.task_params.items())), cell.retention, cell.token_fraction)
+        if key in checked_budgets:
+            continue
+        checked_budgets.add(key)
+        for index, experience in enumerate(stream.experiences[:-1]):
+            budget = retention_budget_bytes(cell.retention, experience.train_bytes)
+            patch_bytes = experience.train_images[0].nbytes // stream.tokens
+            per_sample = stored_sample_bytes(
+                kept_token_count(cell.token_fraction, stream.tokens), stream.tokens, patch_bytes
+            )
+            if budget < per_sample:
+                raise UserError(
+                    f"impossible budget: retention {cell.retention:g} of {cell.task} task {index + 1} is "
+                    f"{budget} bytes, less than one stored sample ({per_sample} bytes at token fraction "
+                    f"{cell.token_fraction:g})"
+                )

@@ -1,0 +1,136 @@
+"""Pretrain a task's backbone on a disjoint procedural set; name the weights by the recipe's hash.
+
+DESIGN, "Models must learn before methods are compared": a ViT trained from
+scratch in sequence loses plasticity after its first task, so every task's
+model starts from weights this module makes (never from a hub). The file is
+small, committed, and loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from benchmark import registry
+from benchmark.config import canonical_json
+from benchmark.errors import UserError
+from benchmark.model import TokenBatch, TokenViT
+from benchmark.train import seeded_generator
+from tasks.base import BackboneSpec, patchify
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PRETRAIN_SEED = 0
+PRETRAIN_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Everything that determines the pretrained weights."""
+
+    pretrain_set: str
+    backbone: BackboneSpec
+    per_class: int
+    epochs: int
+    lr: float
+    batch_size: int = PRETRAIN_BATCH_SIZE
+    seed: int = PRETRAIN_SEED
+
+    @property
+    def recipe_hash(self) -> str:
+        return hashlib.sha256(canonical_json(asdict(self)).encode()).hexdigest()[:12]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.pretrain_set}-{self.recipe_hash}.pt"
+
+
+def default_recipe(backbone: BackboneSpec) -> PretrainRecipe:
+    entry = registry.create("pretrain_set", backbone.pretrain_set)
+    return PretrainRecipe(
+        pretrain_set=backbone.pretrain_set,
+        backbone=backbone,
+        per_class=entry.per_class,
+        epochs=entry.epochs,
+        lr=entry.lr,
+    )
+
+
+def weights_path(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    return weights_dir / recipe.file_name
+
+
+def load_backbone_weights(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR) -> dict[str, torch.Tensor]:
+    """The committed weights for this recipe; a missing or mismatched file is a one-line UserError."""
+    path = weights_path(recipe, weights_dir)
+    if not path.exists():
+        raise UserError(
+            f"pretrained backbone {path} not found (recipe {recipe.recipe_hash}): "
+            "make it with `nox -s pretrain` or `python -m benchmark pretrain`"
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("recipe_hash") != recipe.recipe_hash:
+        raise UserError(f"pretrained backbone {path} was made by another recipe: rerun `nox -s pretrain`")
+    return payload["state"]
+
+
+def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progress: bool = True) -> Path:
+    """Train the backbone on the recipe's set and write ``weights/<set>-<hash>.pt`` atomically."""
+    started = time.perf_counter()
+    spec = recipe.backbone
+    entry = registry.create("pretrain_set", recipe.pretrain_set)
+    images, labels = entry.draw(recipe.per_class, spec.image_size, recipe.seed)
+    if images.shape[1] != spec.channels:
+        raise ValueError(f"{recipe.pretrain_set} draws {images.shape[1]} channels, backbone wants {spec.channels}")
+    patches = torch.from_numpy(patchify(images, spec.patch_size))
+    targets = torch.from_numpy(labels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = TokenViT(spec, num_classes=int(labels.max()) + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
+    steps = recipe.epochs * -(-len(targets) // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
+    generator = seeded_generator(recipe.seed, 7)
+    positions = torch.arange(patches.shape[1]).expand(len(targets), -1)
+    model.train()
+    bar = tqdm(range(recipe.epochs), desc=f"pretrain {recipe.pretrain_set}", disable=not show_progress)
+    correct = 0
+    for _ in bar:
+        order = torch.randperm(len(targets), generator=generator)
+        correct = 0
+        for start in range(0, len(order), recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
+            logits = model(TokenBatch(patches[index], positions[index]))
+            loss = F.cross_entropy(logits, targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            correct += int((logits.argmax(1) == targets[index]).sum())
+        bar.set_postfix(train_accuracy=f"{correct / len(targets):.3f}")
+    path = weights_path(recipe, weights_dir)
+    payload = {
+        "recipe_hash": recipe.recipe_hash,
+        "recipe": canonical_json(asdict(recipe)),
+        "train_accuracy": correct / len(targets),
+        "seconds": time.perf_counter() - started,
+        "state": {k: v.clone() for k, v in model.backbone_state().items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temp_name)
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,116 @@
+"""After a task: build the selectors' view of it, pick samples, then tokens, within the byte budget.
+
+Gradient proxies follow METHODS.md: for cross-entropy on logits z = W h + b,
+∂ℓ/∂z = p − e_y and ∂ℓ/∂W = (p − e_y) hᵀ; the proxy concatenates both
+(as CORDS does), from one batched forward pass, no per-sample backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmark.memory import kept_token_count, samples_within_budget
+from benchmark.model import TokenBatch, TokenViT, full_positions
+from methods.base import SampleSelector, SamplePool, Selection, TokenInputs, TokenSelector
+
+
+@torch.no_grad()
+def features_and_grads(
+    model: TokenViT, patches: torch.Tensor, labels: torch.Tensor, with_grads: bool, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Penultimate features [n, D] and, if asked, last-layer gradient proxies [n, C·(1 + D)]."""
+    model.eval()
+    features, grads = [], []
+    positions = full_positions(patches.shape[0], patches.shape[1])
+    for start in range(0, len(labels), batch_size):
+        batch = TokenBatch(patches[start : start + batch_size], positions[start : start + batch_size]).to(device)
+        hidden = model.features(batch)
+        features.append(hidden.float().cpu())
+        if with_grads:
+            probabilities = F.softmax(model.head(model.vit.fc_norm(hidden)), dim=1)
+            error = probabilities - F.one_hot(labels[start : start + batch_size].to(device), probabilities.shape[1])
+            outer = (error.unsqueeze(2) * hidden.unsqueeze(1)).flatten(1)
+            grads.append(torch.cat([error, outer], dim=1).float().cpu())
+    feature_matrix = torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32)
+    grad_matrix = torch.cat(grads).numpy() if with_grads and grads else None
+    return feature_matrix, grad_matrix
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """What to store of one task: sample indices, kept token positions, attribution scores."""
+
+    selection: Selection
+    kept_positions: np.ndarray | None  # int64 [k, K] sorted, None when every token is kept
+    budget_samples: int
+    top_tokens: np.ndarray | None = None  # int64 [k]: the most relevant token of each sample
+
+
+def sample_budget(budget_bytes: int, token_fraction: float, tokens: int, patch_bytes: int) -> int:
+    return samples_within_budget(budget_bytes, kept_token_count(token_fraction, tokens), tokens, patch_bytes)
+
+
+def choose_memory(
+    model: TokenViT,
+    pool: SamplePool,
+    patches: torch.Tensor,
+    masks: torch.Tensor | None,
+    sample_selector: SampleSelector,
+    token_selector: TokenSelector | None,
+    token_fraction: float,
+    budget_samples: int,
+    rng: np.random.Generator,
+    device: torch.device,
+    rank_batch_size: int = 64,
+) -> MemoryChoice:
+    """Samples by the sample selector, then the top ⌈t·P⌉ tokens of each by the token selector."""
+    selection = sample_selector.select(pool, budget_samples, rng)
+    _check_selection(selection, len(pool), budget_samples)
+    tokens = patches.shape[1]
+    kept = kept_token_count(token_fraction, tokens)
+    if token_selector is None or kept == tokens or len(selection.indices) == 0:
+        return MemoryChoice(selection, None, budget_samples)
+    chosen = torch.from_numpy(selection.indices)
+    targets = torch.from_numpy(pool.labels[selection.indices])
+    scores = []
+    for start in range(0, len(chosen), rank_batch_size):
+        index = chosen[start : start + rank_batch_size]
+        batch = TokenBatch(patches[index], full_positions(len(index), tokens))
+        inputs = TokenInputs(batch, rng, None if masks is None else masks[index], device)
+        relevance = token_selector.rank(model, inputs, targets[start : start + rank_batch_size])
+        scores.append(relevance.detach().float().cpu())
+    relevance = torch.cat(scores)
+    if relevance.shape != (len(chosen), tokens) or not torch.isfinite(relevance).all():
+        raise ValueError(f"token selector returned {tuple(relevance.shape)} scores (finite required)")
+    # Stable sort on −score: ties go to the lower position, so the choice is deterministic.
+    top = torch.sort(-relevance, dim=1, stable=True).indices[:, :kept]
+    kept_positions = top.sort(dim=1).values.numpy().astype(np.int64)
+    return MemoryChoice(selection, kept_positions, budget_samples, top[:, 0].numpy().astype(np.int64))
+
+
+def _check_selection(selection: Selection, pool_size: int, budget: int) -> None:
+    indices = selection.indices
+    if len(indices) > budget:
+        raise ValueError(f"selector returned {len(indices)} samples for a budget of {budget}")
+    if len(np.unique(indices)) != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= pool_size)):
+        raise ValueError("selector returned repeated or out-of-range indices")
+    if len(selection.weights) != len(indices) or not np.all(np.isfinite(selection.weights)) or np.any(
+        selection.weights < 0
+    ):
+        raise ValueError("selector returned weights that are not finite and non-negative")
+
+
+def attribution_quality(kept_positions: np.ndarray, relevance_top: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Precision of kept tokens inside the mask, recall of the mask, pointing game of the top token."""
+    rows = np.arange(len(kept_positions))[:, None]
+    inside = masks[rows, kept_positions]
+    mask_sizes = np.maximum(masks.sum(axis=1), 1)
+    return {
+        "precision": float(inside.mean()),
+        "recall": float((inside.sum(axis=1) / mask_sizes).mean()),
+        "pointing_game": float(masks[np.arange(len(relevance_top)), relevance_top].mean()),
+    }

@@ -1,0 +1,105 @@
+"""MLflow tracking: the grid is one experiment, each cell one run.
+
+The store is ``MLFLOW_TRACKING_URI`` when set, else a local SQLite store at
+``mlruns/mlflow.db`` (artifacts beside it), which ``mlflow ui
+--backend-store-uri sqlite:///mlruns/mlflow.db`` shows. The client is
+created per tracker (``MlflowClient``), so nothing global is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import UserError
+from benchmark.results import FINISHED, CellResult
+
+DEFAULT_STORE_DIR = Path("mlruns")
+
+
+def default_tracking_uri(store_dir: Path = DEFAULT_STORE_DIR) -> str:
+    return f"sqlite:///{(store_dir / 'mlflow.db').resolve()}"
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested config → MLflow params (``train.epochs`` = ``3``)."""
+    if isinstance(value, dict):
+        flat: dict[str, str] = {}
+        for key, inner in value.items():
+            flat.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
+        return flat
+    return {prefix: str(value)}
+
+
+class MlflowTracker:
+    """Logs each cell as a run: config as params, accuracies as metrics, the record as artifact."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None, store_dir: Path = DEFAULT_STORE_DIR):
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("mlflow", "alembic"):  # MLflow sets its loggers up on import
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store_dir)
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = None
+                if self.tracking_uri.startswith("sqlite:///"):
+                    db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+                    artifacts = (db.parent / "artifacts").resolve().as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as error:  # any failure to reach the store is the user's to fix
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(f"cannot use MLflow tracking URI {self.tracking_uri!r}: {message}") from None
+
+    def log_cell(self, result: CellResult, record_path: Path) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        config = result.config
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{config['task']}|{config['method']}|r={config['retention']}|t={config['token_fraction']}"
+            f"|seed={config['seed']}",
+            tags={"config_hash": result.config_hash, "status": result.status},
+        )
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        params = [Param(k, v[:6000]) for k, v in flatten("", config).items()]
+        metrics = []
+        matrix = result.accuracy_matrix
+        for row_index, row in enumerate(matrix):
+            seen = row[: row_index + 1]
+            metrics.append(Metric("accuracy_seen_tasks", sum(seen) / len(seen), now, row_index))
+            metrics.extend(Metric(f"accuracy_task_{j + 1}", value, now, row_index) for j, value in enumerate(row))
+        finals = {
+            "final_average_accuracy": result.final_average_accuracy,
+            "average_forgetting": result.average_forgetting,
+            "backward_transfer": result.backward_transfer,
+            "diagonal_mean": result.diagonal_mean,
+            "bytes_used": result.bytes_used,
+            "bytes_allowed": result.bytes_allowed,
+            "selection_seconds": result.selection_seconds,
+            "training_seconds": result.training_seconds,
+            "wall_seconds": result.wall_seconds,
+        }
+        for key, value in (result.attribution or {}).items():
+            finals[f"attribution_{key}"] = value
+        metrics.extend(Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None)
+        tags = [RunTag("error", result.error[:5000])] if result.error else []
+        for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
+            self.client.log_batch(
+                run_id, metrics=metrics[start : start + 100], params=params[start : start + 100],
+                tags=tags if start == 0 else [],
+            )
+        self.client.log_artifact(run_id, str(record_path))
+        self.client.set_terminated(run_id, "FINISHED" if result.status == FINISHED else "FAILED")
+        return run_id

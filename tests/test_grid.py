@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import UserError
+from benchmark.grid import expand_grid, load_grid
+from tests.conftest import GRIDS
+
+BASE = {
+    "tasks": ["split-shapes"],
+    "methods": ["none", "random", "random+random"],
+    "retention": [0.05, 0.1],
+    "seeds": [0, 1],
+    "token_fraction": [0.25, 0.5],
+}
+
+
+def expand(**changes: object) -> list:
+    raw = {**BASE, **changes}
+    return list(expand_grid(raw, Path("test.toml")).cells)
+
+
+def test_cell_count_follows_the_axes() -> None:
+    cells = expand()
+    # none: one cell per seed; random: per retention; random+random: per retention × token fraction.
+    assert len(cells) == 2 * (1 + 2 + 2 * 2)
+    assert len({c.config_hash for c in cells}) == len(cells)
+
+
+def test_hash_is_stable_and_changes_with_the_config() -> None:
+    first = {c.label: c.config_hash for c in expand()}
+    again = {c.label: c.config_hash for c in expand()}
+    assert first == again
+    changed = {c.label: c.config_hash for c in expand(train={"epochs": 4})}
+    assert set(changed) == set(first)
+    assert all(changed[label] != first[label] for label in first)
+    params = {c.label: c.config_hash for c in expand(task_params={"split-shapes": {"object_scale": 0.5}})}
+    assert all(params[label] != first[label] for label in first)
+
+
+def test_grid_name_does_not_change_the_hash() -> None:
+    first = [c.config_hash for c in expand()]
+    renamed = [c.config_hash for c in expand(name="other")]
+    assert first == renamed
+
+
+def test_resolved_config_holds_every_default() -> None:
+    cell = expand()[0]
+    assert cell.task_params["object_scale"] == 0.35
+    assert cell.task_params["train_per_class"] == 150
+
+
+def test_method_specific_token_fractions() -> None:
+    cells = expand(method_params={"random+random": {"token_fraction": [0.125]}})
+    assert {c.token_fraction for c in cells if c.token_selector} == {0.125}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tasks": ["split-shape"]}, "did you mean 'split-shapes'"),
+        ({"methods": ["randon"]}, "unknown sample selector 'randon'"),
+        ({"methods": ["random+gradlrpp"]}, "unknown token selector"),
+        ({"methods": ["a+b+c"]}, "must be <sample_selector>"),
+        ({"retention": [0.0]}, "outside (0, 1]"),
+        ({"retention": [1.5]}, "outside (0, 1]"),
+        ({"retention": ["x"]}, "must be numbers"),
+        ({"seeds": []}, "'seeds' is empty"),
+        ({"seeds": [0, 0]}, "twice"),
+        ({"seeds": "0"}, "must be a list"),
+        ({"token_fraction": [0.0]}, "outside (0, 1]"),
+        ({"retentions": [0.1]}, "did you mean 'retention'"),
+        ({"train": {"epoch": 3}}, "did you mean 'epochs'"),
+        ({"train": {"epochs": "three"}}, "epochs must be int"),
+        ({"train": {"epochs": 0}}, "epochs must be at least 1"),
+        ({"task_params": {"split-shapes": {"object_size": 0.3}}}, "did you mean 'object_scale'"),
+        ({"task_params": {"split-shapes": {"object_scale": 2.0}}}, "object_scale must be in"),
+        ({"task_params": {"split-digits": {}}}, "names no entry of this grid"),
+        ({"methods": ["none+random"]}, "stores no memory"),
+    ],
+)
+def test_bad_grids_are_one_line_errors(changes: dict, message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        expand(**changes)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_key_and_malformed_toml(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="missing key 'seeds'"):
+        expand_grid({k: v for k, v in BASE.items() if k != "seeds"}, Path("g.toml"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("tasks = [\n")
+    with pytest.raises(UserError, match="malformed grid"):
+        load_grid(broken)
+
+
+@pytest.mark.parametrize("name", ["smoke", "default"])
+def test_committed_grids_load(name: str) -> None:
+    grid = load_grid(GRIDS / f"{name}.toml")
+    assert grid.cells
+    assert grid.name == name
