@@ -46,6 +46,11 @@ def input_dropout_for(config: CellConfig) -> float:
     return 0.0 if config.token_selector is None else CORE_TOKENSET_INPUT_DROPOUT
 
 
+def epochs_for(config: CellConfig, stream: TaskStream) -> int:
+    """``[train] epochs`` when the grid sets it, else the task's own."""
+    return config.train.epochs if config.train.epochs is not None else stream.epochs
+
+
 @dataclass
 class TaskCache:
     """Built task streams of one process, keyed by task config (building is deterministic)."""
@@ -127,9 +132,11 @@ def _run_cell(
     if config.train.pretrained:
         model.load_backbone(load_backbone_weights(default_recipe(stream.backbone), weights_dir))
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+    )
     settings = TrainSettings(
-        epochs=config.train.epochs,
+        epochs=epochs_for(config, stream),
         batch_size=config.train.batch_size,
         replay_batch_size=config.train.replay_batch_size,
         input_dropout=input_dropout_for(config),
@@ -154,16 +161,31 @@ def _run_cell(
         generator = seeded_generator(config.seed, 1, 0)
         patches = torch.cat([d.train_patches for d in data])
         labels = torch.cat([d.train_labels for d in data])
-        train_experience(model, optimizer, patches, labels, None, settings, generator, device,
-                         lambda m: status(f"joint {m}", tasks))
+        train_experience(
+            model,
+            optimizer,
+            patches,
+            labels,
+            None,
+            settings,
+            generator,
+            device,
+            lambda m: status(f"joint {m}", tasks),
+        )
         train_seconds = time.perf_counter() - tick
         matrix[:] = evaluate_all()  # one model: every row is its accuracy
     for index, current in enumerate(data if not sample_selector.trains_jointly else []):
         tick = time.perf_counter()
         replay = memory.tensors() if len(memory) else None
         train_experience(
-            model, optimizer, current.train_patches, current.train_labels, replay, settings,
-            seeded_generator(config.seed, 1, index), device,
+            model,
+            optimizer,
+            current.train_patches,
+            current.train_labels,
+            replay,
+            settings,
+            seeded_generator(config.seed, 1, index),
+            device,
             lambda m, i=index: status(f"task {i + 1}/{tasks} {m}", 1),
         )
         train_seconds += time.perf_counter() - tick
@@ -177,8 +199,12 @@ def _run_cell(
         patch_bytes = int(current.train_patches.shape[2])
         budget = sample_budget(budget_bytes, config.token_fraction, stream.tokens, patch_bytes)
         features, grads = features_and_grads(
-            model, current.train_patches, current.train_labels, sample_selector.needs_grads,
-            settings.eval_batch_size, device,
+            model,
+            current.train_patches,
+            current.train_labels,
+            sample_selector.needs_grads,
+            settings.eval_batch_size,
+            device,
         )
         memory_grads = None
         if sample_selector.needs_grads and len(memory):
@@ -189,8 +215,16 @@ def _run_cell(
                 )[1]
         pool = SamplePool(features, grads, current.train_labels.numpy(), memory_grads)
         choice = choose_memory(
-            model, pool, current.train_patches, current.train_masks, sample_selector, token_selector,
-            config.token_fraction, budget, np.random.default_rng([config.seed, 2, index]), device,
+            model,
+            pool,
+            current.train_patches,
+            current.train_masks,
+            sample_selector,
+            token_selector,
+            config.token_fraction,
+            budget,
+            np.random.default_rng([config.seed, 2, index]),
+            device,
         )
         chosen = torch.from_numpy(choice.selection.indices)
         kept = choice.kept_positions

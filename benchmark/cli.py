@@ -45,15 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a grid (a TOML path or a name under grids/)")
     run.add_argument("grid")
     run.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
-    run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or mlruns/)")
-    run.add_argument("--report-dir", type=Path, default=Path("reports"), help="where the report goes")
+    run.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    run.add_argument(
+        "--report-dir", type=Path, default=None, help="where the report goes (default: reports/<grid name>)"
+    )
     run.add_argument("--no-report", action="store_true", help="do not make the report after the run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--jobs", type=int, default=1, help="cells run at once in worker processes (default 1)")
     run.set_defaults(handler=command_run)
 
     report = commands.add_parser("report", help="leaderboard tables and figures from results")
-    report.add_argument("--results", type=Path, default=None, help="a grid's results (default: results/default)")
-    report.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    report.add_argument(
+        "--results", type=Path, default=None, help="a grid's results (default: results/default)"
+    )
+    report.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<grid name>)")
     report.set_defaults(handler=command_report)
 
     show = commands.add_parser("show", help="print one cell record (a hash, a prefix of one, or a path)")
@@ -62,14 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=command_show)
 
     pretrain = commands.add_parser("pretrain", help="pretrain the backbones the tasks need (weights/)")
-    pretrain.add_argument("--tasks", nargs="*", default=None, help="tasks whose backbones to make (default: all)")
+    pretrain.add_argument(
+        "--tasks", nargs="*", default=None, help="tasks whose backbones to make (default: all)"
+    )
     pretrain.add_argument("--force", action="store_true", help="remake weights that exist")
     pretrain.set_defaults(handler=command_pretrain)
     return parser
 
 
 def command_list(args: argparse.Namespace) -> int:
-    sections = [("Tasks", "task"), ("Sample selectors (coresets)", "sample_selector"), ("Token selectors", "token_selector")]
+    sections = [
+        ("Tasks", "task"),
+        ("Sample selectors (coresets)", "sample_selector"),
+        ("Token selectors", "token_selector"),
+    ]
     for title, kind in sections:
         print(f"{title}:")
         for name in registry.names(kind):
@@ -97,22 +110,28 @@ def command_run(args: argparse.Namespace) -> int:
 
     grid = load_grid(resolve_grid_path(args.grid))
     tracker = MlflowTracker(grid.name, args.tracking_uri)
-    summary = run_grid(grid, args.results, tracker, show_progress=not args.no_progress)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    summary = run_grid(grid, args.results, tracker, show_progress=not args.no_progress, jobs=args.jobs)
     print(
         f"grid {grid.name}: {summary.cells} cells, {summary.skipped} already done, "
         f"{summary.finished} run, {len(summary.failed)} failed, {summary.seconds:.0f} s"
     )
     print(f"results: {summary.results_dir}")
-    print(f"MLflow:  {tracker.tracking_uri} (experiment {grid.name!r}; `mlflow ui --backend-store-uri {tracker.tracking_uri}`)")
+    print(
+        f"MLflow:  {tracker.tracking_uri} (experiment {grid.name!r}; "
+        f"`mlflow ui --backend-store-uri {tracker.tracking_uri}`)"
+    )
     if not args.no_report:
-        _print_report(summary.results_dir, args.report_dir)
+        _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
     for line in summary.failed:
         print(f"failed: {line}", file=sys.stderr)
     return EXIT_CELLS_FAILED if summary.failed else 0
 
 
 def command_report(args: argparse.Namespace) -> int:
-    _print_report(args.results or Path("results") / "default", args.out)
+    results_dir = args.results or Path("results") / "default"
+    _print_report(results_dir, args.out or REPO_ROOT / "reports" / results_dir.name)
     return 0
 
 
@@ -139,13 +158,23 @@ def command_show(args: argparse.Namespace) -> int:
     record = read_result(path)
     config = record["config"]
     print(f"cell {record.get('config_hash')} ({path})")
-    print(f"  {config.get('task')} · {config.get('method')} · retention {config.get('retention')} · "
-          f"token fraction {config.get('token_fraction')} · seed {config.get('seed')}")
+    print(
+        f"  {config.get('task')} · {config.get('method')} · retention {config.get('retention')} · "
+        f"token fraction {config.get('token_fraction')} · seed {config.get('seed')}"
+    )
     print(f"  status: {record['status']}" + (f" ({record.get('error')})" if record.get("error") else ""))
     for row_index, row in enumerate(record.get("accuracy_matrix") or []):
         print(f"  after task {row_index + 1}: " + " ".join(f"{value:.3f}" for value in row))
-    for key in ("diagonal_mean", "final_average_accuracy", "average_forgetting", "backward_transfer",
-                "bytes_used", "bytes_allowed", "selection_seconds", "training_seconds"):
+    for key in (
+        "diagonal_mean",
+        "final_average_accuracy",
+        "average_forgetting",
+        "backward_transfer",
+        "bytes_used",
+        "bytes_allowed",
+        "selection_seconds",
+        "training_seconds",
+    ):
         if record.get(key) is not None:
             print(f"  {key}: {record[key]}")
     if record.get("attribution"):

@@ -14,7 +14,7 @@ ParamValue = Any  # a TOML scalar, list or table
 class TrainConfig:
     """How every model of a grid is trained: the ``[train]`` table."""
 
-    epochs: int = 3
+    epochs: int | None = None  # None: each task's own ``epochs`` parameter
     batch_size: int = 32
     replay_batch_size: int = 32
     lr: float = 3e-4
@@ -26,16 +26,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (self.replay_batch_size >= 1, f"replay_batch_size must be at least 1, got {self.replay_batch_size}"),
+            (
+                self.replay_batch_size >= 1,
+                f"replay_batch_size must be at least 1, got {self.replay_batch_size}",
+            ),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be non-negative, got {self.weight_decay}"),
             (
                 self.input_dropout is None or 0.0 <= self.input_dropout < 1.0,
                 f"input_dropout must be in [0, 1), got {self.input_dropout}",
             ),
-            (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
+            (
+                self.device in ("auto", "cpu", "cuda"),
+                f"device must be auto, cpu or cuda, got {self.device!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -42,6 +42,8 @@ LIST_KEYS = ("tasks", "methods", "retention", "seeds")
 TABLE_KEYS = ("train", "task_params", "sample_selector_params", "token_selector_params", "method_params")
 OPTIONAL_KEYS = ("name", "token_fraction", "description")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
+# [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
+NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5}
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,16 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
     methods = [_check_type(m, str, "methods", where) for m in raw["methods"]]
     seeds = [_check_type(s, int, "seeds", where) for s in raw["seeds"]]
     retentions = [_fraction(r, "retention", where) for r in raw["retention"]]
-    token_fractions = _fractions(raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), "token_fraction", where)
+    token_fractions = _fractions(
+        raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), "token_fraction", where
+    )
     tables = {key: _table(raw.get(key, {}), key, where) for key in TABLE_KEYS}
     train = _train_config(tables["train"], where)
     for task in tasks:
         registry.get("task", task)
-    task_params = {t: _resolve("task", t, _table(tables["task_params"].get(t, {}), t, where), where) for t in tasks}
+    task_params = {
+        t: _resolve("task", t, _table(tables["task_params"].get(t, {}), t, where), where) for t in tasks
+    }
     _check_unused(tables["task_params"], tasks, "task_params", where)
     cells: list[CellConfig] = []
     used_samples, used_tokens = set(), set()
@@ -105,7 +111,9 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
                 "token_selector", token_name, tables["token_selector_params"].get(token_name, {}), where
             )
             if not getattr(selector, "uses_memory", True):
-                raise UserError(f"{where}: method {method!r}: {sample_name!r} stores no memory to select tokens of")
+                raise UserError(
+                    f"{where}: method {method!r}: {sample_name!r} stores no memory to select tokens of"
+                )
         method_table = _table(tables["method_params"].get(method, {}), method, where)
         for key in method_table:
             if key != "token_fraction":
@@ -140,7 +148,9 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
 def _split_method(method: str, where: str) -> tuple[str, str | None]:
     parts = method.split("+")
     if len(parts) > 2 or not all(parts):
-        raise UserError(f"{where}: method {method!r} must be <sample_selector> or <sample_selector>+<token_selector>")
+        raise UserError(
+            f"{where}: method {method!r} must be <sample_selector> or <sample_selector>+<token_selector>"
+        )
     registry.get("sample_selector", parts[0])
     if len(parts) == 2:
         registry.get("token_selector", parts[1])
@@ -182,20 +192,26 @@ def _same_type(value: Any, default: Any) -> bool:
 
 
 def _train_config(table: dict[str, Any], where: str) -> TrainConfig:
-    known = {f.name: f for f in fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)}
     defaults = TrainConfig()
     for key, value in table.items():
         if key not in known:
             raise UserError(f"{where}: [train]: {unknown_name_message('setting', key, sorted(known))}")
-        default = getattr(defaults, key)
-        if default is not None and not _same_type(value, default):
-            raise UserError(f"{where}: [train] {key} must be {type(default).__name__}, got {value!r}")
-        if default is None and not isinstance(value, int | float) or isinstance(value, bool) and default is None:
-            raise UserError(f"{where}: [train] {key} must be a number, got {value!r}")
+        expected = NULLABLE_TRAIN_TYPES.get(key) or getattr(defaults, key)
+        if not _same_type(value, expected):
+            raise UserError(f"{where}: [train] {key} must be {type(expected).__name__}, got {value!r}")
     try:
-        return TrainConfig(**{k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in table.items()})
+        return TrainConfig(
+            **{k: float(v) if isinstance(v, int) and _is_float(k, defaults) else v for k, v in table.items()}
+        )
     except ValueError as error:
         raise UserError(f"{where}: [train]: {error}") from None
+
+
+def _is_float(key: str, defaults: TrainConfig) -> bool:
+    return isinstance(NULLABLE_TRAIN_TYPES.get(key) or getattr(defaults, key), float) and not isinstance(
+        getattr(defaults, key), bool
+    )
 
 
 def _check_list(value: Any, key: str, where: str) -> None:

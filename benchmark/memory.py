@@ -40,7 +40,7 @@ def retention_budget_bytes(retention: float, train_bytes: int) -> int:
     """The byte budget of one finished task: ⌊r × bytes of its training inputs⌋."""
     if not 0.0 < retention <= 1.0:
         raise ValueError(f"retention must be in (0, 1], got {retention}")
-    return int(math.floor(retention * train_bytes + 1e-9))
+    return math.floor(retention * train_bytes + 1e-9)
 
 
 def samples_within_budget(budget_bytes: int, kept_tokens: int, tokens: int, patch_bytes: int) -> int:
@@ -96,7 +96,9 @@ class MemoryBuffer:
             bytes_allowed=bytes_allowed,
         )
         if entry.nbytes > bytes_allowed:
-            raise ValueError(f"memory for task {task_index} holds {entry.nbytes} bytes > {bytes_allowed} allowed")
+            raise ValueError(
+                f"memory for task {task_index} holds {entry.nbytes} bytes > {bytes_allowed} allowed"
+            )
         if self.entries and len(entry) and entry.patches.shape[1] != self.kept_tokens:
             raise ValueError("every memory entry must keep the same number of tokens per sample")
         self.entries.append(entry)

@@ -88,7 +88,9 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
     entry = registry.create("pretrain_set", recipe.pretrain_set)
     images, labels = entry.draw(recipe.per_class, spec.image_size, recipe.seed)
     if images.shape[1] != spec.channels:
-        raise ValueError(f"{recipe.pretrain_set} draws {images.shape[1]} channels, backbone wants {spec.channels}")
+        raise ValueError(
+            f"{recipe.pretrain_set} draws {images.shape[1]} channels, backbone wants {spec.channels}"
+        )
     patches = torch.from_numpy(patchify(images, spec.patch_size))
     targets = torch.from_numpy(labels)
     with torch.random.fork_rng(devices=[]):

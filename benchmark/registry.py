@@ -58,7 +58,7 @@ class Registry:
 
         return decorator
 
-    def names(self, kind: str, filter: str | None = None) -> list[str]:  # noqa: A002 - timm's name
+    def names(self, kind: str, filter: str | None = None) -> list[str]:
         self._check_kind(kind)
         self.load()
         found = sorted(self.entries[kind])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
+from benchmark.executors import LocalExecutor, ProcessExecutor
 from benchmark.grid import Grid
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
@@ -48,7 +50,9 @@ def run_grid(
     tracker: MlflowTracker,
     weights_dir: Path = WEIGHTS_DIR,
     show_progress: bool = True,
+    jobs: int = 1,
 ) -> GridSummary:
+    """Run every pending cell of ``grid``; ``jobs`` > 1 runs cells in worker processes."""
     started = time.perf_counter()
     results_dir = results_root / grid.name
     cache = TaskCache()
@@ -56,29 +60,17 @@ def run_grid(
     pending, skipped = pending_cells(grid, results_dir)
     commit = suite_commit()
     failed: list[str] = []
-    cells_bar = tqdm(pending, desc=f"grid {grid.name}", unit="cell", disable=not show_progress, position=0)
-    for config in cells_bar:
-        stream = cache.get(config.task, config.task_params)
-        epochs_bar = tqdm(
-            total=len(stream.experiences) * config.train.epochs,
-            desc=f"{config.task} {config.method}",
-            unit="epoch",
-            leave=False,
-            disable=not show_progress,
-            position=1,
-        )
-
-        def on_status(message: str, advance: int, bar: tqdm = epochs_bar) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update(advance)
-
-        result = run_cell(config, commit, cache, weights_dir, on_status)
-        epochs_bar.close()
-        path = save_result(results_dir, result)
-        tracker.log_cell(result, path)
-        if result.status == FAILED:
-            failed.append(f"{config.label}: {result.error}")
-            cells_bar.write(f"cell failed: {config.label}: {result.error}")
+    cells_bar = tqdm(total=len(pending), desc=f"grid {grid.name}", unit="cell", disable=not show_progress)
+    executor = LocalExecutor(cache, weights_dir) if jobs <= 1 else ProcessExecutor(jobs, weights_dir)
+    with cells_bar, EpochBars(cache, show_progress and jobs <= 1) as epoch_bars:
+        for result in executor.run(pending, commit, epoch_bars.status_for):
+            path = save_result(results_dir, result)
+            tracker.log_cell(result, path)
+            cells_bar.update(1)
+            if result.status == FAILED:
+                label = CellConfig.from_dict(result.config).label
+                failed.append(f"{label}: {result.error}")
+                cells_bar.write(f"cell failed: {label}: {result.error}")
     return GridSummary(
         results_dir=results_dir,
         cells=len(grid.cells),
@@ -87,3 +79,43 @@ def run_grid(
         failed=failed,
         seconds=time.perf_counter() - started,
     )
+
+
+class EpochBars:
+    """The inner progress bar: one per cell, over its tasks × epochs (in-process runs only)."""
+
+    def __init__(self, cache: TaskCache, enabled: bool) -> None:
+        self.cache = cache
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+
+    def __enter__(self) -> EpochBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def status_for(self, config: CellConfig) -> Callable[[str, int], None]:
+        self.close()
+        if not self.enabled:
+            return lambda message, advance: None
+        stream = self.cache.get(config.task, config.task_params)
+        bar = tqdm(
+            total=len(stream.experiences) * epochs_for(config, stream),
+            desc=f"{config.task} {config.method}",
+            unit="epoch",
+            leave=False,
+            position=1,
+        )
+        self.bar = bar
+
+        def on_status(message: str, advance: int) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(advance)
+
+        return on_status

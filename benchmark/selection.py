@@ -15,24 +15,33 @@ import torch.nn.functional as F
 
 from benchmark.memory import kept_token_count, samples_within_budget
 from benchmark.model import TokenBatch, TokenViT, full_positions
-from methods.base import SampleSelector, SamplePool, Selection, TokenInputs, TokenSelector
+from methods.base import SamplePool, SampleSelector, Selection, TokenInputs, TokenSelector
 
 
 @torch.no_grad()
 def features_and_grads(
-    model: TokenViT, patches: torch.Tensor, labels: torch.Tensor, with_grads: bool, batch_size: int, device: torch.device
+    model: TokenViT,
+    patches: torch.Tensor,
+    labels: torch.Tensor,
+    with_grads: bool,
+    batch_size: int,
+    device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Penultimate features [n, D] and, if asked, last-layer gradient proxies [n, C·(1 + D)]."""
     model.eval()
     features, grads = [], []
     positions = full_positions(patches.shape[0], patches.shape[1])
     for start in range(0, len(labels), batch_size):
-        batch = TokenBatch(patches[start : start + batch_size], positions[start : start + batch_size]).to(device)
+        batch = TokenBatch(patches[start : start + batch_size], positions[start : start + batch_size]).to(
+            device
+        )
         hidden = model.features(batch)
         features.append(hidden.float().cpu())
         if with_grads:
             probabilities = F.softmax(model.head(model.vit.fc_norm(hidden)), dim=1)
-            error = probabilities - F.one_hot(labels[start : start + batch_size].to(device), probabilities.shape[1])
+            error = probabilities - F.one_hot(
+                labels[start : start + batch_size].to(device), probabilities.shape[1]
+            )
             outer = (error.unsqueeze(2) * hidden.unsqueeze(1)).flatten(1)
             grads.append(torch.cat([error, outer], dim=1).float().cpu())
     feature_matrix = torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32)
@@ -96,15 +105,21 @@ def _check_selection(selection: Selection, pool_size: int, budget: int) -> None:
     indices = selection.indices
     if len(indices) > budget:
         raise ValueError(f"selector returned {len(indices)} samples for a budget of {budget}")
-    if len(np.unique(indices)) != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= pool_size)):
+    if len(np.unique(indices)) != len(indices) or (
+        len(indices) and (indices.min() < 0 or indices.max() >= pool_size)
+    ):
         raise ValueError("selector returned repeated or out-of-range indices")
-    if len(selection.weights) != len(indices) or not np.all(np.isfinite(selection.weights)) or np.any(
-        selection.weights < 0
+    if (
+        len(selection.weights) != len(indices)
+        or not np.all(np.isfinite(selection.weights))
+        or np.any(selection.weights < 0)
     ):
         raise ValueError("selector returned weights that are not finite and non-negative")
 
 
-def attribution_quality(kept_positions: np.ndarray, relevance_top: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+def attribution_quality(
+    kept_positions: np.ndarray, relevance_top: np.ndarray, masks: np.ndarray
+) -> dict[str, float]:
     """Precision of kept tokens inside the mask, recall of the mask, pointing game of the top token."""
     rows = np.arange(len(kept_positions))[:, None]
     inside = masks[rows, kept_positions]

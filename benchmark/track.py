@@ -43,7 +43,9 @@ class MlflowTracker:
         for noisy in ("mlflow", "alembic"):  # MLflow sets its loggers up on import
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
-        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store_dir)
+        self.tracking_uri = (
+            tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store_dir)
+        )
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -79,7 +81,9 @@ class MlflowTracker:
         for row_index, row in enumerate(matrix):
             seen = row[: row_index + 1]
             metrics.append(Metric("accuracy_seen_tasks", sum(seen) / len(seen), now, row_index))
-            metrics.extend(Metric(f"accuracy_task_{j + 1}", value, now, row_index) for j, value in enumerate(row))
+            metrics.extend(
+                Metric(f"accuracy_task_{j + 1}", value, now, row_index) for j, value in enumerate(row)
+            )
         finals = {
             "final_average_accuracy": result.final_average_accuracy,
             "average_forgetting": result.average_forgetting,
@@ -97,7 +101,9 @@ class MlflowTracker:
         tags = [RunTag("error", result.error[:5000])] if result.error else []
         for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
             self.client.log_batch(
-                run_id, metrics=metrics[start : start + 100], params=params[start : start + 100],
+                run_id,
+                metrics=metrics[start : start + 100],
+                params=params[start : start + 100],
                 tags=tags if start == 0 else [],
             )
         self.client.log_artifact(run_id, str(record_path))

@@ -73,7 +73,9 @@ def train_experience(
         losses = []
         for start in range(0, n, settings.batch_size):
             index = order[start : start + settings.batch_size]
-            batch = drop_tokens(TokenBatch(patches[index], positions[index]), settings.input_dropout, generator)
+            batch = drop_tokens(
+                TokenBatch(patches[index], positions[index]), settings.input_dropout, generator
+            )
             loss = F.cross_entropy(model(batch.to(device)), labels[index].to(device))
             if replay is not None:
                 stored, stored_labels = replay
@@ -98,12 +100,16 @@ def predict(model: TokenViT, batch: TokenBatch, batch_size: int, device: torch.d
     model.eval()
     predictions = []
     for start in range(0, len(batch), batch_size):
-        chunk = TokenBatch(batch.patches[start : start + batch_size], batch.positions[start : start + batch_size])
+        chunk = TokenBatch(
+            batch.patches[start : start + batch_size], batch.positions[start : start + batch_size]
+        )
         predictions.append(model(chunk.to(device)).argmax(dim=1).cpu())
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
 
 
-def accuracy(model: TokenViT, patches: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
+def accuracy(
+    model: TokenViT, patches: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
     if len(labels) == 0:
         return float("nan")
     batch = TokenBatch(patches, full_positions(patches.shape[0], patches.shape[1]))

@@ -8,7 +8,7 @@ computes only what is needed and refuses an impossible cell before it runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -71,7 +71,7 @@ class TokenInputs:
     batch: TokenBatch  # uint8 patches [B, P, d] with positions [B, P]
     rng: np.random.Generator  # for selectors that draw (random, tie-breaking)
     masks: torch.Tensor | None = None  # bool [B, P] ground-truth relevance, where the task has it
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 class TokenSelector(Protocol):

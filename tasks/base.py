@@ -67,6 +67,7 @@ class TaskStream:
     num_classes: int
     backbone: BackboneSpec
     has_masks: bool
+    epochs: int  # epochs a task needs to be learned from the pretrained backbone
 
     @property
     def tokens(self) -> int:
@@ -106,7 +107,7 @@ def stratified_split(
     train, test = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        cut = int(round(len(members) * test_fraction))
+        cut = round(len(members) * test_fraction)
         test.append(members[:cut])
         train.append(members[cut:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

@@ -24,7 +24,9 @@ class Shapes15:
 
     def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         classes = pretrain_shape_classes(self.classes)
-        images, labels, _ = render_shapes(classes, per_class, np.random.default_rng(seed), image_size=image_size)
+        images, labels, _ = render_shapes(
+            classes, per_class, np.random.default_rng(seed), image_size=image_size
+        )
         return images, labels
 
 
@@ -33,8 +35,8 @@ class Glyphs20:
     """20 procedural grey 8×8 stroke-glyph classes (no digit), for split-digits' backbone."""
 
     classes = 20
-    per_class = 300
-    epochs = 30
+    per_class = 250
+    epochs = 12
     lr = 1e-3
 
     def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,9 @@ SHAPES: dict[str, ShapeFn] = {
     "ring": lambda y, x: (y**2 + x**2 <= 1.0) & (y**2 + x**2 >= 0.3),
     "cross": lambda y, x: ((np.abs(y) <= 0.3) | (np.abs(x) <= 0.3)) & (np.abs(y) <= 1) & (np.abs(x) <= 1),
     "hbar": lambda y, x: (np.abs(y) <= 0.35) & (np.abs(x) <= 1.0),
-    "ex": lambda y, x: ((np.abs(y - x) <= 0.4) | (np.abs(y + x) <= 0.4)) & (np.abs(y) <= 0.9) & (np.abs(x) <= 0.9),
+    "ex": lambda y, x: (
+        ((np.abs(y - x) <= 0.4) | (np.abs(y + x) <= 0.4)) & (np.abs(y) <= 0.9) & (np.abs(x) <= 0.9)
+    ),
 }
 
 COLOURS: dict[str, tuple[int, int, int]] = {

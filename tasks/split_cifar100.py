@@ -65,6 +65,7 @@ class SplitCifar100:
         patch_size: int = 8,
         train_per_class: int = 0,
         class_order_seed: int = 0,
+        epochs: int = 3,
     ) -> None:
         if 100 % classes_per_task:
             raise ValueError(f"classes_per_task must divide 100, got {classes_per_task}")
@@ -75,11 +76,14 @@ class SplitCifar100:
         self.patch_size = patch_size
         self.train_per_class = train_per_class  # 0: all 500
         self.class_order_seed = class_order_seed
+        self.epochs = epochs
 
     def archive_dir(self) -> Path:
         root = self.root or os.environ.get(ENV_VAR, "")
         if not root:
-            raise UserError(f"split-cifar100 needs a local CIFAR-100: set [task_params.split-cifar100] root or ${ENV_VAR}")
+            raise UserError(
+                f"split-cifar100 needs a local CIFAR-100: set [task_params.split-cifar100] root or ${ENV_VAR}"
+            )
         path = Path(root).expanduser()
         for candidate in (path, path / "cifar-100-python"):
             if (candidate / "train").is_file() and (candidate / "test").is_file():
@@ -105,5 +109,7 @@ class SplitCifar100:
         if len(order) % self.classes_per_task:
             raise UserError(f"{len(order)} CIFAR classes do not split into tasks of {self.classes_per_task}")
         experiences = class_incremental(images, labels, train_index, test_index, order, self.classes_per_task)
-        backbone = BackboneSpec(image_size=32, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15")
-        return TaskStream("split-cifar100", experiences, 100, backbone, has_masks=False)
+        backbone = BackboneSpec(
+            image_size=32, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15"
+        )
+        return TaskStream("split-cifar100", experiences, 100, backbone, has_masks=False, epochs=self.epochs)

@@ -13,7 +13,9 @@ from tasks.base import BackboneSpec, TaskStream, class_incremental, stratified_s
 class SplitDigits:
     """scikit-learn's 8×8 digits (shipped, no download), 5 tasks of 2 classes, patch 2 (16 tokens)."""
 
-    def __init__(self, *, test_fraction: float = 0.25, patch_size: int = 2, data_seed: int = 0) -> None:
+    def __init__(
+        self, *, test_fraction: float = 0.25, patch_size: int = 2, data_seed: int = 0, epochs: int = 10
+    ) -> None:
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if 8 % patch_size:
@@ -21,6 +23,7 @@ class SplitDigits:
         self.test_fraction = test_fraction
         self.patch_size = patch_size
         self.data_seed = data_seed
+        self.epochs = epochs
 
     def build(self) -> TaskStream:
         digits = load_digits()
@@ -31,5 +34,7 @@ class SplitDigits:
             labels, self.test_fraction, np.random.default_rng(self.data_seed)
         )
         experiences = class_incremental(images, labels, train_index, test_index, list(range(10)), 2)
-        backbone = BackboneSpec(image_size=8, channels=1, patch_size=self.patch_size, pretrain_set="glyphs-20")
-        return TaskStream("split-digits", experiences, 10, backbone, has_masks=False)
+        backbone = BackboneSpec(
+            image_size=8, channels=1, patch_size=self.patch_size, pretrain_set="glyphs-20"
+        )
+        return TaskStream("split-digits", experiences, 10, backbone, has_masks=False, epochs=self.epochs)

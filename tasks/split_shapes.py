@@ -9,10 +9,9 @@ from tasks.base import BackboneSpec, TaskStream, class_incremental, pixel_mask_t
 from tasks.procedural import TASK_SHAPE_CLASSES, render_shapes
 
 
-
 @registry.register("task", "split-shapes")
 class SplitShapes:
-    """Procedural 32×32 shape×colour images on clutter (patch 8: 16 tokens), 5 tasks of 2 classes, with masks."""
+    """Procedural 32×32 shape×colour images on clutter, 16 tokens, 5 tasks of 2 classes, with object masks."""
 
     def __init__(
         self,
@@ -27,6 +26,7 @@ class SplitShapes:
         classes_per_task: int = 2,
         mask_min_fraction: float = 0.25,
         data_seed: int = 0,
+        epochs: int = 3,
     ) -> None:
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -46,6 +46,7 @@ class SplitShapes:
         self.classes_per_task = classes_per_task
         self.mask_min_fraction = mask_min_fraction
         self.data_seed = data_seed
+        self.epochs = epochs
 
     def build(self) -> TaskStream:
         rng = np.random.default_rng(self.data_seed)
@@ -76,4 +77,6 @@ class SplitShapes:
         backbone = BackboneSpec(
             image_size=self.image_size, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15"
         )
-        return TaskStream("split-shapes", experiences, len(TASK_SHAPE_CLASSES), backbone, has_masks=True)
+        return TaskStream(
+            "split-shapes", experiences, len(TASK_SHAPE_CLASSES), backbone, has_masks=True, epochs=self.epochs
+        )

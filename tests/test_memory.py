@@ -47,8 +47,13 @@ def test_token_fraction_one_is_the_coreset() -> None:
     # A whole sample stores no positions: same bytes as the coreset's sample.
     assert stored_sample_bytes(tokens, tokens, patch_bytes) == tokens * patch_bytes + 2
     memory = MemoryBuffer(tokens)
-    entry = memory.add(0, np.zeros((3, tokens, patch_bytes), np.uint8), np.tile(np.arange(tokens), (3, 1)),
-                       np.arange(3), 10**6)
+    entry = memory.add(
+        0,
+        np.zeros((3, tokens, patch_bytes), np.uint8),
+        np.tile(np.arange(tokens), (3, 1)),
+        np.arange(3),
+        10**6,
+    )
     assert entry.positions is None
     assert memory.bytes_used == 3 * (tokens * patch_bytes + 2)
 
@@ -65,7 +70,9 @@ def test_over_budget_is_refused() -> None:
 
 def test_replay_tensors_restore_positions() -> None:
     memory = MemoryBuffer(4)
-    memory.add(0, np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3), np.array([[0, 3], [1, 2]]), [5, 6], 10**4)
+    memory.add(
+        0, np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3), np.array([[0, 3], [1, 2]]), [5, 6], 10**4
+    )
     batch, labels = memory.tensors()
     assert batch.positions.tolist() == [[0, 3], [1, 2]]
     assert labels.tolist() == [5, 6]

@@ -6,8 +6,9 @@ import torch
 from benchmark.model import TokenBatch, TokenViT, full_positions
 from tasks.base import BackboneSpec, patchify
 
-SPEC = BackboneSpec(image_size=16, channels=3, patch_size=4, pretrain_set="shapes-15", embed_dim=32, depth=2,
-                    num_heads=2)
+SPEC = BackboneSpec(
+    image_size=16, channels=3, patch_size=4, pretrain_set="shapes-15", embed_dim=32, depth=2, num_heads=2
+)
 
 
 def make_model() -> TokenViT:

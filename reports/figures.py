@@ -1,0 +1,327 @@
+"""Paper figures: memory used vs final accuracy per task, and seed-mean accuracy matrices.
+
+Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global
+backend switch), sized for one paper column, and written atomically as PDF and PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+import textwrap
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from reports.leaderboard import KIND_ORDER, Record, finished_records, group_keys, leaderboard_frame
+
+COLUMN_WIDTH_INCHES = 3.4
+PNG_DPI = 200
+PAPER_STYLE = {
+    "font.size": 7,
+    "axes.titlesize": 7,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3,
+    "pdf.fonttype": 42,
+}
+CAPTION_FONT_SIZE = 6
+CAPTION_WRAP_CHARS = 85
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+LINE_STYLE_BY_KIND = {"coreset": "-", "core tokenset": "--"}
+BOUND_COLORS = {"none": "0.45", "joint": "0.15"}
+Color = tuple[float, float, float]
+
+
+# --- series and their colours ---------------------------------------------------------------------
+
+
+def series_labels(frame: pd.DataFrame) -> pd.Series:
+    """Line name of each row: its method, plus ``t=…`` when the method runs at several token fractions."""
+    stored = frame[frame["kind"] != "bound"]
+    fractions = stored.groupby("method")["token_fraction"].nunique()
+    swept = set(fractions[fractions > 1].index)
+    return pd.Series(
+        [
+            f"{method} t={fraction:g}" if method in swept else method
+            for method, fraction in zip(frame["method"], frame["token_fraction"], strict=True)
+        ],
+        index=frame.index,
+    )
+
+
+def palette_for(frame: pd.DataFrame) -> dict[str, Color]:
+    """Colour-blind-safe colour per stored-memory series, by sorted name over ``frame``."""
+    names = sorted(set(series_labels(frame)[frame["kind"] != "bound"]))
+    colors = sns.color_palette("colorblind", n_colors=10)
+    return {name: tuple(colors[index % len(colors)]) for index, name in enumerate(names)}
+
+
+def method_palette(records: Iterable[Record]) -> dict[str, Color]:
+    """The colour of each method over all ``records``: pass every record so that figures agree."""
+    return palette_for(leaderboard_frame(records))
+
+
+def marker_for(frame: pd.DataFrame) -> dict[str, str]:
+    names = sorted(set(series_labels(frame)[frame["kind"] != "bound"]))
+    return {name: MARKERS[index % len(MARKERS)] for index, name in enumerate(names)}
+
+
+# --- memory vs accuracy -----------------------------------------------------------------------------
+
+
+def bytes_per_retention(rows: pd.DataFrame) -> float | None:
+    """Bytes a retention of 1.0 allows for this task (median of bytes_allowed / retention), if known."""
+    stored = rows[(rows["kind"] != "bound") & (rows["bytes_allowed"] > 0)]
+    ratios = (stored["bytes_allowed"] / stored["retention"]).dropna()
+    return float(ratios.median()) if len(ratios) else None
+
+
+def _plot_series(axes, rows: pd.DataFrame, color: Color, marker: str, label: str) -> None:
+    points = rows[rows["bytes_used_mean"] > 0].sort_values("bytes_used_mean")
+    x = points["bytes_used_mean"].to_numpy()
+    mean = points["final_accuracy_mean"].to_numpy()
+    half_width = points["final_accuracy_ci"].to_numpy()
+    style = LINE_STYLE_BY_KIND[points["kind"].iloc[0]] if len(points) else "-"
+    axes.plot(x, mean, linestyle=style, marker=marker, color=color, label=label)
+    axes.fill_between(x, mean - half_width, mean + half_width, color=color, alpha=0.18, linewidth=0)
+
+
+def _plot_bounds(axes, bounds: pd.DataFrame) -> None:
+    for _, row in bounds.iterrows():
+        if math.isnan(row["final_accuracy_mean"]):
+            continue
+        color = BOUND_COLORS.get(row["method"], "0.3")
+        axes.axhline(row["final_accuracy_mean"], linestyle=":", color=color, linewidth=0.9)
+        above = row["method"] != "none"  # labels sit outside the band between the bounds, where data lie
+        axes.annotate(
+            row["method"],
+            xy=(0.01, row["final_accuracy_mean"]),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 1.5 if above else -1.5),
+            textcoords="offset points",
+            ha="left",
+            va="bottom" if above else "top",
+            color=color,
+            fontsize=CAPTION_FONT_SIZE,
+        )
+
+
+def _format_axes(axes, rows: pd.DataFrame) -> None:
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    axes.xaxis.set_major_formatter(EngFormatter(unit="B", places=0, sep=" "))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("memory used (bytes)")
+    axes.set_ylabel("final average accuracy")
+    axes.margins(x=0.06, y=0.12)
+    axes.grid(True, which="major", linewidth=0.3, alpha=0.5)
+    ratio = bytes_per_retention(rows)
+    if ratio is None:
+        return
+    top = axes.secondary_xaxis("top", functions=(lambda b: b / ratio * 100.0, lambda p: p * ratio / 100.0))
+    top.set_xlabel("retention (% of task inputs)")
+    retentions = sorted(rows.loc[rows["kind"] != "bound", "retention"].dropna().unique())
+    top.set_xticks([value * 100.0 for value in retentions])
+    top.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
+    top.xaxis.set_minor_locator(NullLocator())
+
+
+def legend_columns(labels: Sequence[str]) -> int:
+    """As many columns as fit 3.4 in at 7 pt: names up to 12 characters three, up to 24 two, else one."""
+    longest = max(len(label) for label in labels)
+    return min(3 if longest <= 12 else 2 if longest <= 24 else 1, len(labels))
+
+
+def figure_height(labels: Sequence[str]) -> float:
+    """2.6 in with one legend row; each further row adds its own height instead of shrinking the plot."""
+    rows = math.ceil(len(labels) / legend_columns(labels)) if labels else 0
+    return 2.45 + 0.15 * max(rows, 1)
+
+
+def _legend(figure: Figure, axes) -> None:
+    handles, labels = axes.get_legend_handles_labels()
+    if not handles:
+        return
+    figure.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=legend_columns(labels),
+        frameon=False,
+        handlelength=2.2,
+        columnspacing=1.2,
+    )
+
+
+def draw_memory_accuracy(records: Sequence[Record], task: str, caption: str) -> Figure:
+    """Final accuracy against memory used for ``task`` (a task label of ``leaderboard_frame``)."""
+    frame = leaderboard_frame(records)
+    palette, markers = palette_for(frame), marker_for(frame)
+    rows = frame[frame["task"] == task]
+    if rows.empty:
+        raise ValueError(f"no finished cells for task {task!r}")
+    stored = rows[rows["kind"] != "bound"]
+    names = series_labels(frame)[stored.index]
+    legend_order = sorted(
+        set(names), key=lambda name: (KIND_ORDER[stored["kind"][names == name].iloc[0]], name)
+    )
+    figure = Figure(figsize=(COLUMN_WIDTH_INCHES, figure_height(legend_order)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name in legend_order:  # coresets first, then core tokensets
+        _plot_series(axes, stored[names == name], palette[name], markers[name], name)
+    _plot_bounds(axes, rows[rows["kind"] == "bound"])
+    _format_axes(axes, rows)
+    _legend(figure, axes)
+    title = textwrap.fill(f"{task}. {caption}", CAPTION_WRAP_CHARS)
+    figure.suptitle(title, fontsize=CAPTION_FONT_SIZE, color="0.25")
+    return figure
+
+
+def memory_accuracy_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+    """``memory_accuracy_<task>.pdf`` and ``.png`` in ``out_dir``."""
+    with matplotlib.rc_context(PAPER_STYLE):
+        figure = draw_memory_accuracy(records, task, caption)
+        return save_figure(figure, out_dir / f"memory_accuracy_{file_slug(task)}")
+
+
+# --- accuracy matrix ------------------------------------------------------------------------------
+
+
+def _matches(value: float | None, wanted: float | None) -> bool:
+    if value is None or wanted is None:
+        return value is None and wanted is None
+    return math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def matching_records(
+    records: Sequence[Record],
+    task: str,
+    method: str,
+    retention: float | None,
+    token_fraction: float | None = None,
+) -> list[Record]:
+    """Finished records of one leaderboard row (all token fractions must agree unless one is given)."""
+    finished = finished_records(records)
+    chosen = [
+        record
+        for key, record in zip(group_keys(finished), finished, strict=True)
+        if key.task == task
+        and key.method == method
+        and _matches(key.retention, retention)
+        and (token_fraction is None or _matches(key.token_fraction, token_fraction))
+    ]
+    fractions = {record["config"].get("token_fraction") for record in chosen}
+    if len(fractions) > 1:
+        raise ValueError(
+            f"{method} on {task} ran at token fractions {sorted(fractions)}: pass token_fraction"
+        )
+    return chosen
+
+
+def mean_accuracy_matrix(
+    records: Sequence[Record],
+    task: str,
+    method: str,
+    retention: float | None,
+    token_fraction: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Seed-mean accuracy matrix of one leaderboard row, and the number of seeds."""
+    chosen = matching_records(records, task, method, retention, token_fraction)
+    if not chosen:
+        raise ValueError(f"no finished cells for {task} {method} retention={retention}")
+    matrices = [np.asarray(record["accuracy_matrix"], dtype=float) for record in chosen]
+    if len({matrix.shape for matrix in matrices}) > 1:
+        raise ValueError(f"accuracy matrices of {task} {method} differ in shape across seeds")
+    return np.mean(matrices, axis=0), len(matrices)
+
+
+def accuracy_matrix_figure(
+    records: Sequence[Record],
+    task: str,
+    method: str,
+    retention: float | None,
+    out_dir: Path,
+    token_fraction: float | None = None,
+) -> list[Path]:
+    """Annotated heat map of the seed-mean accuracy matrix (row: after task i, column: task j)."""
+    matrix, seeds = mean_accuracy_matrix(records, task, method, retention, token_fraction)
+    retention_text = "bound" if retention is None else f"{retention * 100:g}%"
+    with matplotlib.rc_context(PAPER_STYLE):
+        figure = Figure(figsize=(COLUMN_WIDTH_INCHES, 2.8), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        sns.heatmap(
+            matrix,
+            ax=axes,
+            vmin=0.0,
+            vmax=1.0,
+            cmap="viridis",
+            annot=True,
+            fmt=".2f",
+            annot_kws={"fontsize": 6},
+            square=True,
+            xticklabels=range(1, matrix.shape[1] + 1),
+            yticklabels=range(1, matrix.shape[0] + 1),
+            cbar_kws={"label": "accuracy", "shrink": 0.8},
+        )
+        axes.tick_params(axis="y", labelrotation=0)
+        axes.set_xlabel("evaluated on task")
+        axes.set_ylabel("after training task")
+        axes.set_title(
+            f"{task}, {method}, {retention_text}, mean of {seeds} seeds", fontsize=CAPTION_FONT_SIZE
+        )
+        retention_slug = "bound" if retention is None else f"r{retention * 100:g}"
+        stem = f"accuracy_matrix_{file_slug(task)}_{file_slug(method)}_{retention_slug}"
+        return save_figure(figure, out_dir / stem)
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def file_slug(name: str) -> str:
+    """A file-name-safe version of a label: ``random+random`` stays, ``a[b=1, c=2]`` → ``a_b=1_c=2_``."""
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", name)
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Temporary file in the same folder, then rename: never a partial figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_figure(figure: Figure, stem: Path) -> list[Path]:
+    """``stem.pdf`` (no creation date, so reruns give the same file) and ``stem.png`` at 200 dpi."""
+    options = {"pdf": {"metadata": {"CreationDate": None}}, "png": {"dpi": PNG_DPI}}
+    paths = []
+    for file_format, format_options in options.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=file_format, **format_options)
+        path = stem.parent / f"{stem.name}.{file_format}"
+        write_bytes_atomic(path, buffer.getvalue())
+        paths.append(path)
+    return paths
