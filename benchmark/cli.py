@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="do not make the report after the run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument("--jobs", type=int, default=1, help="cells run at once in worker processes (default 1)")
     run.set_defaults(handler=command_run)
 
@@ -112,11 +113,20 @@ def command_run(args: argparse.Namespace) -> int:
     tracker = MlflowTracker(grid.name, args.tracking_uri)
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    summary = run_grid(grid, args.results, tracker, show_progress=not args.no_progress, jobs=args.jobs)
+    summary = run_grid(
+        grid,
+        args.results,
+        tracker,
+        show_progress=not args.no_progress,
+        jobs=args.jobs,
+        retry_failed=args.retry_failed,
+    )
     print(
         f"grid {grid.name}: {summary.cells} cells, {summary.skipped} already done, "
         f"{summary.finished} run, {len(summary.failed)} failed, {summary.seconds:.0f} s"
     )
+    if summary.skipped_failed:
+        print(f"{summary.skipped_failed} cells recorded as failed were skipped: rerun them with --retry-failed")
     print(f"results: {summary.results_dir}")
     print(
         f"MLflow:  {tracker.tracking_uri} (experiment {grid.name!r}; "
@@ -126,7 +136,7 @@ def command_run(args: argparse.Namespace) -> int:
         _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
     for line in summary.failed:
         print(f"failed: {line}", file=sys.stderr)
-    return EXIT_CELLS_FAILED if summary.failed else 0
+    return EXIT_CELLS_FAILED if summary.failed or summary.skipped_failed else 0
 
 
 def command_report(args: argparse.Namespace) -> int:

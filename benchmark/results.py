@@ -100,14 +100,14 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     return [read_result(path) for path in sorted(results_dir.rglob("cells/*.json"))]
 
 
-def finished_hashes(results_dir: Path) -> set[str]:
-    """Hashes of cells whose record says finished (failed and corrupt ones are rerun)."""
-    done = set()
+def recorded_statuses(results_dir: Path) -> dict[str, str]:
+    """Config hash → status of every readable cell record (a corrupt file counts as absent)."""
+    statuses: dict[str, str] = {}
     for path in (results_dir / "cells").glob("*.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(record, dict) and record.get("status") == FINISHED:
-            done.add(path.stem)
-    return done
+        if isinstance(record, dict) and record.get("status") in (FINISHED, FAILED):
+            statuses[path.stem] = record["status"]
+    return statuses

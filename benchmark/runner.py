@@ -16,7 +16,7 @@ from benchmark.grid import Grid
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
 from benchmark.provenance import suite_commit
-from benchmark.results import FAILED, finished_hashes, save_result
+from benchmark.results import FAILED, FINISHED, recorded_statuses, save_result
 from benchmark.track import MlflowTracker
 
 
@@ -25,14 +25,20 @@ class GridSummary:
     results_dir: Path
     cells: int
     skipped: int
+    skipped_failed: int
     finished: int
     failed: list[str]  # "label: error" per failed cell
     seconds: float
 
 
-def pending_cells(grid: Grid, results_dir: Path) -> tuple[list[CellConfig], int]:
-    """Cells without a finished record (unique by hash), and how many were already done."""
-    done = finished_hashes(results_dir)
+def pending_cells(grid: Grid, results_dir: Path, retry_failed: bool = False) -> tuple[list[CellConfig], int]:
+    """Cells to run (unique by hash), and how many were skipped as already recorded.
+
+    A finished cell is never rerun; a failed one only with ``retry_failed``
+    (it failed for a reason that a rerun alone would not change).
+    """
+    statuses = recorded_statuses(results_dir)
+    done = {h for h, status in statuses.items() if status == FINISHED or not retry_failed}
     pending: dict[str, CellConfig] = {}
     skipped = 0
     for cell in grid.cells:
@@ -51,14 +57,16 @@ def run_grid(
     weights_dir: Path = WEIGHTS_DIR,
     show_progress: bool = True,
     jobs: int = 1,
+    retry_failed: bool = False,
 ) -> GridSummary:
     """Run every pending cell of ``grid``; ``jobs`` > 1 runs cells in worker processes."""
     started = time.perf_counter()
     results_dir = results_root / grid.name
     cache = TaskCache()
     preflight(grid, cache, weights_dir)
-    pending, skipped = pending_cells(grid, results_dir)
+    pending, skipped = pending_cells(grid, results_dir, retry_failed)
     commit = suite_commit()
+    attempted = {cell.config_hash for cell in pending}
     failed: list[str] = []
     cells_bar = tqdm(total=len(pending), desc=f"grid {grid.name}", unit="cell", disable=not show_progress)
     executor = LocalExecutor(cache, weights_dir) if jobs <= 1 else ProcessExecutor(jobs, weights_dir)
@@ -75,6 +83,9 @@ def run_grid(
         results_dir=results_dir,
         cells=len(grid.cells),
         skipped=skipped,
+        skipped_failed=sum(
+            1 for h, status in recorded_statuses(results_dir).items() if status == FAILED and h not in attempted
+        ),
         finished=len(pending) - len(failed),
         failed=failed,
         seconds=time.perf_counter() - started,
