@@ -54,7 +54,8 @@ def benchmark(session: nox.Session) -> None:
     """Run ``grids/default.toml`` (or the grid named in posargs), then the report."""
     python = shared_env(session)
     grid = session.posargs[0] if session.posargs else "default"
-    session.run(python, "-m", "benchmark", "run", grid, *session.posargs[1:], external=True)
+    extra = session.posargs[1:] or ["--jobs", "2"]
+    session.run(python, "-m", "benchmark", "run", grid, *extra, external=True)
 
 
 @nox.session

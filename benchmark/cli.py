@@ -126,7 +126,9 @@ def command_run(args: argparse.Namespace) -> int:
         f"{summary.finished} run, {len(summary.failed)} failed, {summary.seconds:.0f} s"
     )
     if summary.skipped_failed:
-        print(f"{summary.skipped_failed} cells recorded as failed were skipped: rerun them with --retry-failed")
+        print(
+            f"{summary.skipped_failed} cells recorded as failed were skipped: rerun them with --retry-failed"
+        )
     print(f"results: {summary.results_dir}")
     print(
         f"MLflow:  {tracker.tracking_uri} (experiment {grid.name!r}; "

@@ -18,6 +18,10 @@
     [method_params."gradmatch+gradlrp"]    # per method: its own token_fraction list
     token_fraction = [0.125, 0.25]
 
+    [[exclude]]                            # optional: drop the cells that match every key given
+    tasks = ["split-digits"]
+    methods = ["gradmatch+gradlrp"]
+
 TOML cannot hold both ``tasks = [...]`` and a table ``[tasks.<name>]``, so the
 per-entry tables of DESIGN's contract are spelled ``[task_params.<name>]`` and
 ``[sample_selector_params.<name>]`` / ``[token_selector_params.<name>]``.
@@ -40,7 +44,8 @@ from benchmark.registry import unknown_name_message
 
 LIST_KEYS = ("tasks", "methods", "retention", "seeds")
 TABLE_KEYS = ("train", "task_params", "sample_selector_params", "token_selector_params", "method_params")
-OPTIONAL_KEYS = ("name", "token_fraction", "description")
+OPTIONAL_KEYS = ("name", "token_fraction", "description", "exclude")
+EXCLUDE_KEYS = ("tasks", "methods", "retention", "seeds")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
 # [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
 NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5}
@@ -139,10 +144,50 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
                 for retention in retentions:
                     for fraction in fractions if token_name is not None else [1.0]:
                         cells.append(CellConfig(retention=retention, token_fraction=fraction, **common))
+    cells = _apply_excludes(cells, raw.get("exclude", []), {"tasks": tasks, "methods": methods}, where)
     _check_unused(tables["sample_selector_params"], sorted(used_samples), "sample_selector_params", where)
     _check_unused(tables["token_selector_params"], sorted(used_tokens), "token_selector_params", where)
     _check_unused(tables["method_params"], methods, "method_params", where)
     return Grid(name=name, path=path, cells=tuple(cells), description=str(raw.get("description", "")))
+
+
+def _apply_excludes(
+    cells: list[CellConfig], excludes: Any, names: dict[str, list[str]], where: str
+) -> list[CellConfig]:
+    """Drop the cells that match every key of some ``[[exclude]]`` entry (like a CI matrix's)."""
+    if not isinstance(excludes, list) or not all(isinstance(entry, dict) for entry in excludes):
+        raise UserError(f"{where}: 'exclude' must be a list of tables ([[exclude]])")
+    kept = cells
+    for number, entry in enumerate(excludes, start=1):
+        label = f"{where}: exclude #{number}"
+        if not entry:
+            raise UserError(f"{label} is empty")
+        for key, values in entry.items():
+            if key not in EXCLUDE_KEYS:
+                raise UserError(f"{label}: {unknown_name_message('key', key, list(EXCLUDE_KEYS))}")
+            _check_list(values, key, label)
+            for value in values if key in names else []:
+                if value not in names[key]:
+                    raise UserError(
+                        f"{label}: {unknown_name_message(key[:-1], value, names[key])} (of this grid)"
+                    )
+
+        def matches(cell: CellConfig, entry: dict[str, list[Any]] = entry) -> bool:
+            fields_of = {
+                "tasks": cell.task,
+                "methods": cell.method,
+                "retention": cell.retention,
+                "seeds": cell.seed,
+            }
+            return all(fields_of[key] in values for key, values in entry.items())
+
+        remaining = [cell for cell in kept if not matches(cell)]
+        if len(remaining) == len(kept):
+            raise UserError(f"{label} matches no cell")
+        kept = remaining
+    if not kept:
+        raise UserError(f"{where}: 'exclude' leaves no cell")
+    return kept
 
 
 def _split_method(method: str, where: str) -> tuple[str, str | None]:

@@ -70,8 +70,9 @@ def run_grid(
     failed: list[str] = []
     cells_bar = tqdm(total=len(pending), desc=f"grid {grid.name}", unit="cell", disable=not show_progress)
     executor = LocalExecutor(cache, weights_dir) if jobs <= 1 else ProcessExecutor(jobs, weights_dir)
-    with cells_bar, EpochBars(cache, show_progress and jobs <= 1) as epoch_bars:
+    with cells_bar, EpochBars(cache, show_progress) as epoch_bars:
         for result in executor.run(pending, commit, epoch_bars.status_for):
+            epoch_bars.finish(result.config_hash)
             path = save_result(results_dir, result)
             tracker.log_cell(result, path)
             cells_bar.update(1)
@@ -84,7 +85,9 @@ def run_grid(
         cells=len(grid.cells),
         skipped=skipped,
         skipped_failed=sum(
-            1 for h, status in recorded_statuses(results_dir).items() if status == FAILED and h not in attempted
+            1
+            for h, status in recorded_statuses(results_dir).items()
+            if status == FAILED and h not in attempted
         ),
         finished=len(pending) - len(failed),
         failed=failed,
@@ -93,37 +96,39 @@ def run_grid(
 
 
 class EpochBars:
-    """The inner progress bar: one per cell, over its tasks × epochs (in-process runs only)."""
+    """Inner progress bars: one per running cell, over its tasks × epochs, closed when it ends."""
 
     def __init__(self, cache: TaskCache, enabled: bool) -> None:
         self.cache = cache
         self.enabled = enabled
-        self.bar: tqdm | None = None
+        self.bars: dict[str, tqdm] = {}
 
     def __enter__(self) -> EpochBars:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        for digest in list(self.bars):
+            self.finish(digest)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    def finish(self, digest: str) -> None:
+        bar = self.bars.pop(digest, None)
+        if bar is not None:
+            bar.close()
 
     def status_for(self, config: CellConfig) -> Callable[[str, int], None]:
-        self.close()
         if not self.enabled:
             return lambda message, advance: None
         stream = self.cache.get(config.task, config.task_params)
+        used = {bar.pos for bar in self.bars.values()}
+        position = next(p for p in range(1, len(self.bars) + 2) if p not in used and -p not in used)
         bar = tqdm(
             total=len(stream.experiences) * epochs_for(config, stream),
             desc=f"{config.task} {config.method}",
             unit="epoch",
             leave=False,
-            position=1,
+            position=position,
         )
-        self.bar = bar
+        self.bars[config.config_hash] = bar
 
         def on_status(message: str, advance: int) -> None:
             bar.set_postfix_str(message, refresh=False)

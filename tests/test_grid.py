@@ -102,3 +102,32 @@ def test_committed_grids_load(name: str) -> None:
     grid = load_grid(GRIDS / f"{name}.toml")
     assert grid.cells
     assert grid.name == name
+
+
+def test_exclude_drops_matching_cells_only() -> None:
+    every = expand(tasks=["split-shapes", "split-digits"])
+    kept = expand(
+        tasks=["split-shapes", "split-digits"],
+        exclude=[{"tasks": ["split-digits"], "methods": ["random+random"]}],
+    )
+    dropped = {c.config_hash for c in every} - {c.config_hash for c in kept}
+    assert len(dropped) == 2 * 2 * 2  # seeds × retentions × token fractions
+    assert all(
+        c.task == "split-digits" and c.method == "random+random" for c in every if c.config_hash in dropped
+    )
+
+
+@pytest.mark.parametrize(
+    ("exclude", "message"),
+    [
+        ([{"task": ["split-shapes"]}], "did you mean 'tasks'"),
+        ([{"methods": ["kcenter"]}], "unknown method 'kcenter'"),
+        ([{"tasks": ["split-shapes"], "seeds": [7]}], "matches no cell"),
+        ([{"tasks": ["split-shapes"]}], "leaves no cell"),
+        ({"tasks": ["split-shapes"]}, "must be a list of tables"),
+        ([{}], "is empty"),
+    ],
+)
+def test_bad_excludes(exclude: object, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        expand(exclude=exclude)
