@@ -89,13 +89,17 @@ class Registry:
         """Import the built-in modules and the plugins once, so that their decorators run."""
         if self.loaded:
             return
-        self.loaded = True
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
-                loaded()
+        self.loaded = True  # first, because the imported modules call back into this registry
+        try:
+            for module in _BUILTIN_MODULES:
+                importlib.import_module(module)
+            for entry in entry_points(group=ENTRY_POINT_GROUP):
+                loaded = entry.load()
+                if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
+                    loaded()
+        except BaseException:
+            self.loaded = False  # a failed import must not leave a silently partial registry
+            raise
 
     @staticmethod
     def _check_kind(kind: str) -> None:

@@ -85,8 +85,8 @@ def test_list_prints_every_entry_with_a_description(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for kind in ("task", "sample_selector", "token_selector"):
         for name in registry.names(kind):
-            wanted = f"{name} {registry.describe(kind, name)}"
-            assert any(" ".join(line.split()) == " ".join(wanted.split()) for line in done.stdout.splitlines())
+            wanted = " ".join(f"{name} {registry.describe(kind, name)}".split())
+            assert any(" ".join(line.split()) == wanted for line in done.stdout.splitlines())
 
 
 def test_show_and_report_on_missing_results(tmp_path: Path) -> None:

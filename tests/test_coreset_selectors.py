@@ -1,0 +1,592 @@
+"""Tests of the coreset selectors in ``methods.coresets``: the selection contract, then each
+algorithm against a brute-force or textbook reference on small inputs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.optimize import nnls
+from scipy.spatial.distance import cdist
+
+import methods.coresets as coresets  # importing registers the five selectors
+from benchmark import registry
+from benchmark.errors import UserError
+from methods.base import SamplePool, per_class_budgets
+
+NAMES = ("herding", "kcenter", "craig", "gradmatch", "ocs")
+PER_CLASS = ("herding", "craig", "gradmatch")
+NEEDS_GRADS = ("craig", "gradmatch", "ocs")
+CITED = {
+    "herding": "Welling",
+    "kcenter": "Sener",
+    "craig": "Mirzasoleiman",
+    "gradmatch": "Killamsetty",
+    "ocs": "Yoon",
+}
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def selector(name: str, **params: object):
+    return registry.create("sample_selector", name, **params)
+
+
+def gaussian_pool(seed: int, n: int, dim: int, classes: int = 1, grads_dim: int | None = None) -> SamplePool:
+    """Generic (tie-free) continuous data: a Gaussian per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.sort(rng.integers(classes, size=n)).astype(np.int64)
+    centres = rng.normal(size=(classes, dim)) * 2
+    features = (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32)
+    grads = (0.5 * centres[labels][:, : grads_dim or dim] + rng.normal(size=(n, grads_dim or dim))).astype(
+        np.float32
+    )
+    return SamplePool(features, grads, labels)
+
+
+@st.composite
+def pools(draw: st.DrawFn) -> SamplePool:
+    """Small pools with all the degenerate cases hypothesis finds: zeros, duplicates, empty classes."""
+    n = draw(st.integers(0, 60))
+    dim = draw(st.integers(1, 8))
+    grads_dim = draw(st.integers(1, 8))
+    classes = draw(st.integers(1, 4))
+    values = st.floats(-8, 8, width=32, allow_subnormal=False)
+    features = draw(arrays(np.float32, (n, dim), elements=values))
+    grads = draw(arrays(np.float32, (n, grads_dim), elements=values))
+    labels = draw(arrays(np.int64, n, elements=st.integers(0, classes - 1)))
+    memory = draw(
+        st.none() | arrays(np.float32, st.tuples(st.integers(0, 5), st.just(grads_dim)), elements=values)
+    )
+    return SamplePool(features, grads, labels, memory)
+
+
+# --------------------------------------------------------------------------- registry and contract
+
+
+def test_registered_with_citation_and_capabilities() -> None:
+    assert set(NAMES) <= set(registry.names("sample_selector"))
+    for name in NAMES:
+        assert CITED[name] in registry.describe("sample_selector", name)
+        assert selector(name).needs_grads == (name in NEEDS_GRADS)
+
+
+def test_parameters_are_keyword_only_and_checked() -> None:
+    assert selector("gradmatch").ridge == 0.5
+    assert selector("ocs").tau == 1000.0
+    assert selector("gradmatch", ridge=0.0).ridge == 0.0
+    with pytest.raises(UserError):
+        selector("gradmatch", lam=0.5)
+    with pytest.raises(TypeError):
+        registry.get("sample_selector", "ocs")(5.0)
+    with pytest.raises(ValueError):
+        selector("gradmatch", ridge=-1.0)
+    with pytest.raises(ValueError):
+        selector("craig", dense_max=-1)
+
+
+@pytest.mark.parametrize("name", NEEDS_GRADS)
+def test_missing_grads_is_a_clear_error(name: str) -> None:
+    pool = gaussian_pool(0, 10, 3)
+    without = SamplePool(pool.features, None, pool.labels)
+    with pytest.raises(ValueError, match="grads"):
+        selector(name).select(without, 3, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ("herding", "kcenter"))
+def test_feature_selectors_need_no_grads(name: str) -> None:
+    pool = gaussian_pool(0, 10, 3)
+    chosen = selector(name).select(SamplePool(pool.features, None, pool.labels), 4, np.random.default_rng(0))
+    assert len(chosen.indices) == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [(name, {}) for name in NAMES] + [("craig", {"dense_max": 2}), ("gradmatch", {"ridge": 0.0})],
+    ids=str,
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool=pools(), budget=st.integers(0, 70), seed=SEEDS)
+def test_selection_contract(name: str, params: dict, pool: SamplePool, budget: int, seed: int) -> None:
+    first = selector(name, **params).select(pool, budget, np.random.default_rng(seed))
+    again = selector(name, **params).select(pool, budget, np.random.default_rng(seed))
+    n = len(pool)
+    assert first.indices.dtype == np.int64 and first.weights.dtype == np.float32
+    assert len(first.indices) == min(budget, n) == len(first.weights)
+    assert len(np.unique(first.indices)) == len(first.indices)
+    assert np.all((first.indices >= 0) & (first.indices < n))
+    assert np.all(np.isfinite(first.weights)) and np.all(first.weights >= 0)
+    np.testing.assert_array_equal(first.indices, again.indices)
+    np.testing.assert_array_equal(first.weights, again.weights)
+    if name in PER_CLASS:
+        chosen_labels = pool.labels[first.indices]
+        for label, share in per_class_budgets(pool.labels, budget).items():
+            assert int(np.sum(chosen_labels == label)) == share
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_pool_and_zero_budget(name: str) -> None:
+    empty = SamplePool(np.zeros((0, 4), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+    assert len(selector(name).select(empty, 5, np.random.default_rng(0)).indices) == 0
+    pool = gaussian_pool(1, 12, 4, classes=2)
+    chosen = selector(name).select(pool, 0, np.random.default_rng(0))
+    assert len(chosen.indices) == 0 and len(chosen.weights) == 0
+
+
+# --------------------------------------------------------------------------- herding
+
+
+def unit(features: np.ndarray) -> np.ndarray:
+    features = features.astype(np.float64)
+    return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+
+def assert_herding_steps(features: np.ndarray, order: list[int]) -> None:
+    """iCaRL's rule written out: step t takes an unchosen i minimising ||mu - (sum_S h + h_i) / t||.
+
+    Checked step by step along the selector's own order, so that exact ties (a class of two
+    is symmetric about its mean) may go either way up to rounding.
+    """
+    h = unit(features)
+    mu = h.mean(axis=0)
+    for t in range(1, len(order) + 1):
+        before = order[: t - 1]
+        distances = np.linalg.norm(mu - (h[before].sum(axis=0) + h) / t, axis=1)
+        distances[before] = np.inf
+        assert order[t - 1] not in before
+        assert distances[order[t - 1]] <= distances.min() + 1e-12
+
+
+def class_order(indices: np.ndarray, labels: np.ndarray, label: int) -> list[int]:
+    """The selection's indices of one class, in the order chosen."""
+    return [int(i) for i in indices if labels[i] == label]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=SEEDS,
+    n=st.integers(2, 40),
+    dim=st.integers(2, 6),
+    classes=st.integers(1, 3),
+    fraction=st.floats(0.05, 1),
+)
+def test_herding_matches_the_explicit_rule(
+    seed: int, n: int, dim: int, classes: int, fraction: float
+) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = max(1, round(fraction * n))
+    chosen = selector("herding").select(pool, budget, np.random.default_rng(0))
+    for label, share in per_class_budgets(pool.labels, budget).items():
+        members = np.flatnonzero(pool.labels == label)
+        order = class_order(chosen.indices, pool.labels, label)
+        assert len(order) == share
+        assert_herding_steps(pool.features[members], np.searchsorted(members, order).tolist())
+    np.testing.assert_array_equal(chosen.weights, 1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 40), dim=st.integers(1, 6), classes=st.integers(1, 3))
+def test_herding_first_pick_is_nearest_to_class_mean(seed: int, n: int, dim: int, classes: int) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = len(np.unique(pool.labels))  # one per class
+    chosen = selector("herding").select(pool, budget, np.random.default_rng(0))
+    h = unit(pool.features)
+    for label, share in per_class_budgets(pool.labels, budget).items():
+        if share == 0:
+            continue
+        members = np.flatnonzero(pool.labels == label)
+        gaps = np.linalg.norm(h[members] - h[members].mean(axis=0), axis=1)
+        pick = class_order(chosen.indices, pool.labels, label)[0]
+        assert np.linalg.norm(h[pick] - h[members].mean(axis=0)) <= gaps.min() + 1e-12
+
+
+def test_herding_normalises_features() -> None:
+    pool = gaussian_pool(3, 50, 5, classes=2)
+    scales = np.random.default_rng(4).uniform(0.1, 10, size=(50, 1)).astype(np.float32)
+    rescaled = SamplePool(pool.features * scales, None, pool.labels)
+    a = selector("herding").select(pool, 12, np.random.default_rng(0))
+    b = selector("herding").select(rescaled, 12, np.random.default_rng(0))
+    np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def test_herding_mean_distance_matches_direct_computation() -> None:
+    pool = gaussian_pool(5, 40, 4, classes=3)
+    indices = np.array([0, 5, 17, 30, 39])
+    h = unit(pool.features)
+    gaps = []
+    for label in np.unique(pool.labels):
+        members = np.flatnonzero(pool.labels == label)
+        picked = np.intersect1d(members, indices)
+        if len(picked):
+            gaps.append(np.linalg.norm(h[members].mean(axis=0) - h[picked].mean(axis=0)))
+    assert coresets.herding_mean_distance(pool.features, pool.labels, indices) == pytest.approx(np.mean(gaps))
+    assert coresets.herding_mean_distance(pool.features, pool.labels, np.arange(40)) == pytest.approx(
+        0, abs=1e-12
+    )
+
+
+# --------------------------------------------------------------------------- k-center
+
+
+def reference_kcenter(features: np.ndarray, k: int, first: int) -> list[int]:
+    """Sener & Savarese's Algorithm 1 without pruning: full distance pass each step."""
+    x = features.astype(np.float64)
+    chosen = [first]
+    nearest = np.linalg.norm(x - x[first], axis=1)
+    while len(chosen) < k:
+        nearest[chosen] = -1.0
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[chosen[-1]], axis=1))
+    return chosen
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=SEEDS, n=st.integers(1, 300), dim=st.integers(1, 8), classes=st.integers(1, 6), k=st.integers(1, 80)
+)
+def test_kcenter_equals_plain_greedy_from_the_generators_first_centre(
+    seed: int, n: int, dim: int, classes: int, k: int
+) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    k = min(k, n)
+    chosen = selector("kcenter").select(pool, k, np.random.default_rng(seed))
+    first = int(np.random.default_rng(seed).integers(n))
+    assert chosen.indices.tolist() == reference_kcenter(pool.features, k, first)
+    np.testing.assert_array_equal(chosen.weights, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 10), dim=st.integers(1, 3), k=st.integers(1, 4))
+def test_kcenter_radius_within_twice_optimal(seed: int, n: int, dim: int, k: int) -> None:
+    pool = gaussian_pool(seed, n, dim, classes=2)
+    k = min(k, n)
+    chosen = selector("kcenter").select(pool, k, np.random.default_rng(seed))
+    optimal = min(
+        coresets.kcenter_radius(pool.features, list(s)) for s in itertools.combinations(range(n), k)
+    )
+    assert coresets.kcenter_radius(pool.features, chosen.indices) <= 2 * optimal + 1e-9
+
+
+def test_kcenter_radius_is_the_covering_radius() -> None:
+    features = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [10.0, 0.0]], dtype=np.float32)
+    assert coresets.kcenter_radius(features, [0]) == pytest.approx(10.0)
+    assert coresets.kcenter_radius(features, [0, 3]) == pytest.approx(5.0)
+    assert coresets.kcenter_radius(features, [0, 1, 3]) == pytest.approx(0.0 + 1.0)
+
+
+# --------------------------------------------------------------------------- CRAIG
+
+
+def naive_greedy(similarity: np.ndarray, k: int) -> list[int]:
+    """Facility location by plain greedy: every step, every gain; ties to the lowest index (argmax)."""
+    covered = np.zeros(len(similarity))
+    chosen: list[int] = []
+    for _ in range(k):
+        gains = np.maximum(similarity - covered, 0.0).sum(axis=1)
+        gains[chosen] = -np.inf
+        chosen.append(int(np.argmax(gains)))
+        covered = np.maximum(covered, similarity[chosen[-1]])
+    return chosen
+
+
+def test_craig_similarity_is_offset_minus_distance() -> None:
+    grads = gaussian_pool(7, 30, 5).grads
+    similarity = coresets.facility_similarity(grads)
+    distances = cdist(grads.astype(np.float64), grads.astype(np.float64))
+    offset = similarity[0, 0]
+    assert offset >= distances.max()
+    np.testing.assert_allclose(similarity, offset - distances, atol=1e-9 * offset)
+
+
+@pytest.mark.parametrize("dense_max", [5000, 0, 7])  # dense, matrix-free, matrix-free with a small cache
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=SEEDS, n=st.integers(1, 60), dim=st.integers(1, 6), classes=st.integers(1, 3), rounded=st.booleans()
+)
+def test_craig_lazy_greedy_equals_naive_greedy(
+    dense_max: int, seed: int, n: int, dim: int, classes: int, rounded: bool
+) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    if rounded:  # integer gradients: many exactly equal gains, so the tie rule is exercised
+        pool = SamplePool(pool.features, np.round(pool.grads), pool.labels)
+    budget = max(1, n // 2)
+    chosen = selector("craig", dense_max=dense_max).select(pool, budget, np.random.default_rng(0))
+    for label, share in per_class_budgets(pool.labels, budget).items():
+        members = np.flatnonzero(pool.labels == label)
+        expected = naive_greedy(coresets.facility_similarity(pool.grads[members]), share)
+        assert class_order(chosen.indices, pool.labels, label) == [int(members[i]) for i in expected]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 40), dim=st.integers(1, 5), classes=st.integers(1, 3))
+def test_craig_first_pick_is_the_medoid(seed: int, n: int, dim: int, classes: int) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = len(np.unique(pool.labels))
+    chosen = selector("craig").select(pool, budget, np.random.default_rng(0))
+    for label, share in per_class_budgets(pool.labels, budget).items():
+        if share == 0:
+            continue
+        members = np.flatnonzero(pool.labels == label)
+        g = pool.grads[members].astype(np.float64)
+        pick = class_order(chosen.indices, pool.labels, label)[0]
+        assert members[np.argmin(cdist(g, g).sum(axis=1))] == pick
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 10), dim=st.integers(1, 3), k=st.integers(1, 4))
+def test_craig_within_one_minus_one_over_e_of_optimal(seed: int, n: int, dim: int, k: int) -> None:
+    pool = gaussian_pool(seed, n, dim)
+    k = min(k, n)
+    chosen = selector("craig").select(pool, k, np.random.default_rng(0))
+    optimal = max(
+        coresets.facility_location_value(pool.grads, list(s)) for s in itertools.combinations(range(n), k)
+    )
+    assert coresets.facility_location_value(pool.grads, chosen.indices) >= (1 - 1 / math.e) * optimal - 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 60), dim=st.integers(1, 6), classes=st.integers(1, 4))
+def test_craig_weights_are_cluster_sizes(seed: int, n: int, dim: int, classes: int) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = max(1, n // 3)
+    chosen = selector("craig").select(pool, budget, np.random.default_rng(0))
+    for label in np.unique(pool.labels):
+        members = np.flatnonzero(pool.labels == label)
+        mine = np.isin(chosen.indices, members)
+        picked = chosen.indices[mine]
+        if len(picked) == 0:  # a small class can get no share of the budget
+            continue
+        assert chosen.weights[mine].sum() == len(members)
+        g = pool.grads.astype(np.float64)
+        nearest = picked[np.argmin(cdist(g[members], g[picked]), axis=1)]
+        np.testing.assert_array_equal(chosen.weights[mine], [np.sum(nearest == j) for j in picked])
+
+
+def test_craig_weights_with_duplicates_count_each_chosen_copy() -> None:
+    # Every member chosen: each is its own nearest, duplicates included, so every weight is 1.
+    grads = np.array([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0], [2.0, 0.0], [5.0, 5.0]], dtype=np.float32)
+    pool = SamplePool(np.zeros((5, 1), np.float32), grads, np.zeros(5, np.int64))
+    chosen = selector("craig").select(pool, 5, np.random.default_rng(0))
+    assert sorted(chosen.indices.tolist()) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(chosen.weights, 1.0)
+
+
+def test_facility_location_value_matches_direct_computation() -> None:
+    pool = gaussian_pool(9, 30, 4, classes=2)
+    indices = np.array([1, 4, 20, 28])
+    total = 0.0
+    for label in np.unique(pool.labels):
+        members = np.flatnonzero(pool.labels == label)
+        g = pool.grads[members].astype(np.float64)
+        offset = coresets.facility_similarity(g)[0, 0]
+        picked = np.flatnonzero(np.isin(members, indices))
+        if len(picked):
+            total += np.sum(offset - cdist(g, g[picked]).min(axis=1))
+    assert coresets.facility_location_value(pool.grads, indices, pool.labels) == pytest.approx(total)
+
+
+# --------------------------------------------------------------------------- GradMatch
+
+
+def regularised_objective(grads: np.ndarray, chosen: np.ndarray, weights: np.ndarray, ridge: float) -> float:
+    g = grads.astype(np.float64)
+    return float(np.sum((g.sum(axis=0) - weights @ g[chosen]) ** 2) + ridge * np.sum(weights**2))
+
+
+def reference_weights(grads: np.ndarray, chosen: list[int], ridge: float) -> np.ndarray:
+    """CORDS's step: NNLS on the ridge-augmented tall system [A; sqrt(ridge) I] w = [G; 0]."""
+    g = grads.astype(np.float64)
+    system = np.vstack([g[chosen].T, np.sqrt(ridge) * np.eye(len(chosen))])
+    target = np.concatenate([g.sum(axis=0), np.zeros(len(chosen))])
+    return nnls(system, target, maxiter=100 * len(chosen))[0]
+
+
+@pytest.mark.parametrize("ridge", [0.5, 0.0, 3.0])
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=SEEDS,
+    n=st.integers(1, 40),
+    dim=st.integers(1, 8),
+    fraction=st.floats(0.05, 1),
+    zero_mean=st.booleans(),
+)
+def test_gradmatch_omp_steps_match_a_reference_omp(
+    ridge: float, seed: int, n: int, dim: int, fraction: float, zero_mean: bool
+) -> None:
+    # zero-mean gradients make NNLS drop chosen samples now and then (a positive-mean class rarely does)
+    grads = gaussian_pool(seed, n, dim).grads.astype(np.float64)
+    if zero_mean:
+        grads = np.random.default_rng(seed).normal(size=(n, dim))
+    k = max(1, round(fraction * n))
+    chosen, weights = coresets.gradmatch_omp(grads, k, ridge)
+    target = grads.sum(axis=0)
+    scale = np.linalg.norm(target) * np.linalg.norm(grads, axis=1).max() + 1e-300
+    for step in range(len(chosen) + 1):
+        prefix = chosen[:step].tolist()
+        w = reference_weights(grads, prefix, ridge) if prefix else np.zeros(0)
+        correlation = grads @ (target - w @ grads[prefix])
+        correlation[prefix] = -np.inf
+        if step < len(chosen):  # each pick maximises <g_j, r> over the unchosen
+            assert correlation[chosen[step]] >= correlation.max() - 1e-9 * scale
+            assert correlation[chosen[step]] > -1e-9 * scale
+        elif len(chosen) < k:  # it stopped early only where no correlation was positive
+            assert correlation.max() <= 1e-9 * scale
+    reference = reference_weights(grads, chosen.tolist(), ridge) if len(chosen) else np.zeros(0)
+    ours = regularised_objective(grads, chosen, weights, ridge)
+    best = regularised_objective(grads, chosen, reference, ridge)
+    assert np.all(weights >= 0)
+    assert ours <= best + 1e-9 * (best + target @ target)
+    if ridge > 0:  # strictly convex: the minimiser is unique
+        np.testing.assert_allclose(weights, reference, atol=1e-7 * (1 + np.abs(reference).max()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 8))
+def test_gradmatch_residual_shrinks_to_zero_without_ridge(seed: int, n: int) -> None:
+    # With ridge 0 and n <= d independent gradients, G = sum g_i is matched exactly (w = 1) only when
+    # all n are chosen, and NNLS over a growing nested set can only lower the residual. With the
+    # ridge (CORDS: 0.5) the optimum shrinks w below 1, so the residual at k = n stays > 0.
+    pool = gaussian_pool(seed, n, 8)
+    residuals = []
+    for k in range(1, n + 1):
+        chosen = selector("gradmatch", ridge=0.0).select(pool, k, np.random.default_rng(0))
+        residuals.append(coresets.gradmatch_residual(pool.grads, chosen.indices, chosen.weights))
+    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(residuals))
+    assert residuals[-1] < 1e-9
+    np.testing.assert_allclose(chosen.weights, 1.0, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 40), dim=st.integers(1, 8))
+def test_gradmatch_regularised_objective_is_non_increasing(seed: int, n: int, dim: int) -> None:
+    grads = gaussian_pool(seed, n, dim).grads
+    previous = regularised_objective(grads, np.zeros(0, np.int64), np.zeros(0), 0.5)
+    for k in range(1, n + 1):
+        chosen, weights = coresets.gradmatch_omp(grads, k, 0.5)
+        if len(chosen) < k:  # stopped early: the rest is a random fill, not OMP
+            break
+        current = regularised_objective(grads, chosen, weights, 0.5)
+        assert current <= previous * (1 + 1e-12) + 1e-12
+        previous = current
+
+
+def test_gradmatch_with_ridge_matches_closed_form_at_full_budget() -> None:
+    # All weights of the unconstrained ridge solution are positive here, so NNLS must return it.
+    pool = gaussian_pool(11, 5, 8)
+    g = pool.grads.astype(np.float64)
+    closed = np.linalg.solve(g @ g.T + 0.5 * np.eye(5), g @ g.sum(axis=0))
+    assert np.all(closed > 0)
+    chosen = selector("gradmatch").select(pool, 5, np.random.default_rng(0))
+    order = np.argsort(chosen.indices)
+    np.testing.assert_allclose(chosen.weights[order], closed, rtol=1e-5)
+    expected = np.linalg.norm(g.sum(axis=0) - closed @ g) / np.linalg.norm(g.sum(axis=0))
+    assert coresets.gradmatch_residual(pool.grads, chosen.indices, chosen.weights) == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert expected > 1e-3  # the ridge keeps it from zero
+
+
+def test_gradmatch_fills_randomly_with_weight_one_after_an_early_stop() -> None:
+    grads = np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    pool = SamplePool(np.zeros((4, 1), np.float32), grads, np.zeros(4, np.int64))
+    omp, weights = coresets.gradmatch_omp(grads, 3, ridge=0.0)
+    assert omp.tolist() == [0] and weights.tolist() == [1.0]  # r = 0 after one pick: nothing correlates
+    chosen = selector("gradmatch", ridge=0.0).select(pool, 3, np.random.default_rng(42))
+    expected_fill = np.random.default_rng(42).choice(np.array([1, 2, 3]), size=2, replace=False)
+    assert chosen.indices.tolist() == [0, *expected_fill.tolist()]
+    np.testing.assert_array_equal(chosen.weights, 1.0)
+
+
+def test_gradmatch_keeps_a_sample_whose_nnls_weight_drops_to_zero() -> None:
+    # G = (1, 0). OMP takes a = (1, .5) first (largest <g, G>), then b = (.9, .18) (largest <g, r>);
+    # the unconstrained fit G = -0.67 a + 1.85 b is infeasible, so NNLS sets w_a = 0: a stays, weight 0.
+    grads = np.array([[1.0, 0.5], [0.9, 0.18], [-0.9, -0.68]], dtype=np.float32)
+    pool = SamplePool(np.zeros((3, 1), np.float32), grads, np.zeros(3, np.int64))
+    chosen = selector("gradmatch", ridge=0.0).select(pool, 2, np.random.default_rng(0))
+    assert chosen.indices.tolist() == [0, 1]
+    b = grads[1].astype(np.float64)
+    np.testing.assert_allclose(chosen.weights, [0.0, b[0] / (b @ b)], rtol=1e-6)
+
+
+def test_gradmatch_residual_matches_direct_computation() -> None:
+    pool = gaussian_pool(13, 30, 4, classes=2)
+    indices, weights = np.array([2, 3, 25]), np.array([3.0, 0.5, 7.0])
+    g = pool.grads.astype(np.float64)
+    per_class = []
+    for label in np.unique(pool.labels):
+        members = np.flatnonzero(pool.labels == label)
+        inside = np.isin(indices, members)
+        target = g[members].sum(axis=0)
+        per_class.append(
+            np.linalg.norm(target - weights[inside] @ g[indices[inside]]) / np.linalg.norm(target)
+        )
+    assert coresets.gradmatch_residual(pool.grads, indices, weights, pool.labels) == pytest.approx(
+        np.mean(per_class)
+    )
+    single = np.linalg.norm(g.sum(axis=0) - weights @ g[indices]) / np.linalg.norm(g.sum(axis=0))
+    assert coresets.gradmatch_residual(pool.grads, indices, weights) == pytest.approx(single)
+
+
+# --------------------------------------------------------------------------- OCS
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def direct_ocs_scores(grads: np.ndarray, memory: np.ndarray | None, tau: float) -> np.ndarray:
+    """Yoon et al.'s three terms with an explicit n x n cosine matrix."""
+    g = grads.astype(np.float64)
+    n = len(g)
+    pairwise = np.array([[cosine(g[i], g[j]) for j in range(n)] for i in range(n)])
+    similarity = np.array([cosine(g[i], g.mean(axis=0)) for i in range(n)])
+    diversity = np.array(
+        [-(pairwise[i].sum() - pairwise[i, i]) / (n - 1) if n > 1 else 0.0 for i in range(n)]
+    )
+    if memory is None or len(memory) == 0:
+        affinity = np.zeros(n)
+    else:
+        affinity = np.array([cosine(g[i], memory.astype(np.float64).mean(axis=0)) for i in range(n)])
+    return similarity + diversity + tau * affinity
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool=pools(), tau=st.sampled_from([0.0, 1.0, 1000.0]))
+def test_ocs_scores_equal_the_formula(pool: SamplePool, tau: float) -> None:
+    expected = direct_ocs_scores(pool.grads, pool.memory_grads, tau)
+    np.testing.assert_allclose(
+        coresets.ocs_scores(pool.grads, pool.memory_grads, tau), expected, atol=1e-9 * (1 + tau)
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool=pools(), budget=st.integers(0, 70), tau=st.sampled_from([0.0, 1000.0]))
+def test_ocs_keeps_the_top_scores_ties_to_lower_index(pool: SamplePool, budget: int, tau: float) -> None:
+    scores = coresets.ocs_scores(pool.grads, pool.memory_grads, tau)
+    ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    chosen = selector("ocs", tau=tau).select(pool, budget, np.random.default_rng(0))
+    assert chosen.indices.tolist() == ranking[:budget]
+    np.testing.assert_array_equal(chosen.weights, 1.0)
+
+
+def test_ocs_memory_affinity_steers_the_choice() -> None:
+    rng = np.random.default_rng(17)
+    grads = rng.normal(size=(40, 6)).astype(np.float32)
+    memory = np.tile(grads[23], (3, 1)) * 2
+    pool = SamplePool(np.zeros((40, 1), np.float32), grads, np.zeros(40, np.int64), memory)
+    assert selector("ocs").select(pool, 1, np.random.default_rng(0)).indices.tolist() == [23]
+    without = SamplePool(pool.features, grads, pool.labels, None)
+    empty = SamplePool(pool.features, grads, pool.labels, np.zeros((0, 6), np.float32))
+    np.testing.assert_array_equal(
+        selector("ocs").select(without, 10, np.random.default_rng(0)).indices,
+        selector("ocs").select(empty, 10, np.random.default_rng(0)).indices,
+    )
+    np.testing.assert_array_equal(
+        selector("ocs").select(without, 10, np.random.default_rng(0)).indices,
+        selector("ocs", tau=0.0).select(pool, 10, np.random.default_rng(0)).indices,
+    )
