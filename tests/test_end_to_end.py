@@ -57,6 +57,19 @@ def test_every_cell_has_a_finished_record(smoke_run: dict[str, Path]) -> None:
     assert tokenset["attribution"] is not None and 0.0 <= tokenset["attribution"]["precision"] <= 1.0
 
 
+def test_every_registered_selector_ran_in_the_smoke_grid(smoke_run: dict[str, Path]) -> None:
+    from benchmark import registry
+
+    records = [json.loads(p.read_text()) for p in (smoke_run["results"] / "smoke" / "cells").glob("*.json")]
+    sample_selectors = {r["config"]["sample_selector"] for r in records}
+    token_selectors = {r["config"]["token_selector"] for r in records} - {None}
+    assert sample_selectors == set(registry.names("sample_selector"))
+    assert token_selectors == set(registry.names("token_selector"))
+    oracle = next(r for r in records if r["config"]["token_selector"] == "oracle")
+    # The ground-truth mask is an upper bound on attribution precision.
+    assert oracle["attribution"]["pointing_game"] == 1.0
+
+
 def test_mlflow_has_one_run_per_cell(smoke_run: dict[str, Path]) -> None:
     from mlflow.tracking import MlflowClient
 
