@@ -54,7 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not make the report after the run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
-    run.add_argument("--jobs", type=int, default=1, help="cells run at once in worker processes (default 1)")
+    run.add_argument(
+        "--executor",
+        default="local",
+        help="where cells run: local (this machine; --jobs) or ray (a Ray cluster) (default local)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="local executor: cells run at once in worker processes (default 1)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per cell (default: all cores; cores // jobs with --jobs; --cpus-per-cell on Ray)",
+    )
+    run.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    run.add_argument(
+        "--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs each cell asks for (default 1)"
+    )
+    run.add_argument(
+        "--gpus-per-cell", type=float, default=0.0, help="Ray: GPUs each cell asks for (default 0)"
+    )
     run.set_defaults(handler=command_run)
 
     report = commands.add_parser("report", help="leaderboard tables and figures from results")
@@ -105,26 +130,44 @@ def resolve_grid_path(name: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from benchmark.executors import EXECUTORS, ExecutorOptions
     from benchmark.grid import load_grid
+    from benchmark.pretrain import WEIGHTS_DIR
     from benchmark.runner import run_grid
     from benchmark.track import MlflowTracker
 
-    grid = load_grid(resolve_grid_path(args.grid))
-    tracker = MlflowTracker(grid.name, args.tracking_uri)
+    if args.executor not in EXECUTORS:
+        raise UserError(registry.unknown_name_message("executor", args.executor, sorted(EXECUTORS)))
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    options = ExecutorOptions(
+        weights_dir=WEIGHTS_DIR,
+        jobs=args.jobs,
+        threads=args.threads,
+        ray_address=args.ray_address,
+        cpus_per_cell=args.cpus_per_cell,
+        gpus_per_cell=args.gpus_per_cell,
+    )
+    grid = load_grid(resolve_grid_path(args.grid))
+    tracker = MlflowTracker(grid.name, args.tracking_uri)
     summary = run_grid(
         grid,
         args.results,
         tracker,
         show_progress=not args.no_progress,
-        jobs=args.jobs,
         retry_failed=args.retry_failed,
+        executor=args.executor,
+        options=options,
     )
     print(
         f"grid {grid.name}: {summary.cells} cells, {summary.skipped} already done, "
         f"{summary.finished} run, {len(summary.failed)} failed, {summary.seconds:.0f} s"
     )
+    if summary.running_elsewhere:
+        print(
+            f"{summary.running_elsewhere} cells are running in another run (their cells/<hash>.lock is "
+            "held by a live process): its records land in the same results directory"
+        )
     if summary.skipped_failed:
         print(
             f"{summary.skipped_failed} cells recorded as failed were skipped: rerun them with --retry-failed"

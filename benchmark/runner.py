@@ -1,22 +1,31 @@
-"""Run a grid: skip finished cells, run the rest, write each record atomically, track it."""
+"""Run a grid: skip finished cells, claim and run the rest, write each record atomically, track it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
-from benchmark.executors import LocalExecutor, ProcessExecutor
+from benchmark.executors import ExecutorOptions, make_executor
 from benchmark.grid import Grid
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
 from benchmark.provenance import suite_commit
-from benchmark.results import FAILED, FINISHED, recorded_statuses, save_result
+from benchmark.results import (
+    FAILED,
+    FINISHED,
+    check_results_dir,
+    claim_cell,
+    record_status,
+    recorded_statuses,
+    release_cell,
+    save_result,
+)
 from benchmark.track import MlflowTracker
 
 
@@ -29,13 +38,15 @@ class GridSummary:
     finished: int
     failed: list[str]  # "label: error" per failed cell
     seconds: float
+    running_elsewhere: int = 0  # cells another live run holds the lock of
 
 
 def pending_cells(grid: Grid, results_dir: Path, retry_failed: bool = False) -> tuple[list[CellConfig], int]:
     """Cells to run (unique by hash), and how many were skipped as already recorded.
 
     A finished cell is never rerun; a failed one only with ``retry_failed``
-    (it failed for a reason that a rerun alone would not change).
+    (it failed for a reason that a rerun alone would not change). A corrupt
+    record counts as absent: the cell runs again and its record is replaced.
     """
     statuses = recorded_statuses(results_dir)
     done = {h for h, status in statuses.items() if status == FINISHED or not retry_failed}
@@ -50,6 +61,43 @@ def pending_cells(grid: Grid, results_dir: Path, retry_failed: bool = False) -> 
     return list(pending.values()), skipped
 
 
+@dataclass
+class Claims:
+    """The cells this run holds the lock of; the rest of the pending ones ran here or elsewhere."""
+
+    results_dir: Path
+    retry_failed: bool
+    held: set[str] = field(default_factory=set)
+    elsewhere: int = 0
+    done_meanwhile: int = 0
+    on_skip: Callable[[], None] = lambda: None
+
+    def claimed(self, cells: list[CellConfig]) -> Iterator[CellConfig]:
+        """Each cell once its lock is ours and no record of it has appeared since the run began."""
+        for cell in cells:
+            digest = cell.config_hash
+            if not claim_cell(self.results_dir, digest):
+                self.elsewhere += 1
+                self.on_skip()
+                continue
+            status = record_status(self.results_dir, digest)
+            if status == FINISHED or (status == FAILED and not self.retry_failed):
+                release_cell(self.results_dir, digest)  # another run finished it meanwhile
+                self.done_meanwhile += 1
+                self.on_skip()
+                continue
+            self.held.add(digest)
+            yield cell
+
+    def release(self, digest: str) -> None:
+        self.held.discard(digest)
+        release_cell(self.results_dir, digest)
+
+    def release_all(self) -> None:
+        for digest in list(self.held):
+            self.release(digest)
+
+
 def run_grid(
     grid: Grid,
     results_root: Path,
@@ -58,40 +106,57 @@ def run_grid(
     show_progress: bool = True,
     jobs: int = 1,
     retry_failed: bool = False,
+    executor: str = "local",
+    options: ExecutorOptions | None = None,
 ) -> GridSummary:
-    """Run every pending cell of ``grid``; ``jobs`` > 1 runs cells in worker processes."""
+    """Run every pending cell of ``grid`` on ``executor`` (``jobs`` > 1: local worker processes).
+
+    Each cell is claimed (``cells/<hash>.lock``) just before it starts, so two runs of
+    one grid share its cells instead of running them twice; the lock goes once the
+    record is written. A lock left by a killed run on this host is taken over.
+    """
     started = time.perf_counter()
     results_dir = results_root / grid.name
     cache = TaskCache()
-    preflight(grid, cache, weights_dir)
+    options = options or ExecutorOptions(weights_dir=weights_dir, jobs=jobs)
+    preflight(grid, cache, options.weights_dir)
+    runner = make_executor(executor, options, cache)
+    check_results_dir(results_dir)
     pending, skipped = pending_cells(grid, results_dir, retry_failed)
     commit = suite_commit()
     attempted = {cell.config_hash for cell in pending}
     failed: list[str] = []
+    ran = 0
     cells_bar = tqdm(total=len(pending), desc=f"grid {grid.name}", unit="cell", disable=not show_progress)
-    executor = LocalExecutor(cache, weights_dir) if jobs <= 1 else ProcessExecutor(jobs, weights_dir)
-    with cells_bar, EpochBars(cache, show_progress) as epoch_bars:
-        for result in executor.run(pending, commit, epoch_bars.status_for):
-            epoch_bars.finish(result.config_hash)
-            path = save_result(results_dir, result)
-            tracker.log_cell(result, path)
-            cells_bar.update(1)
-            if result.status == FAILED:
-                label = CellConfig.from_dict(result.config).label
-                failed.append(f"{label}: {result.error}")
-                cells_bar.write(f"cell failed: {label}: {result.error}")
+    claims = Claims(results_dir, retry_failed, on_skip=lambda: cells_bar.update(1))
+    try:
+        with cells_bar, EpochBars(cache, show_progress) as epoch_bars:
+            for result in runner.run(claims.claimed(pending), commit, epoch_bars.status_for):
+                epoch_bars.finish(result.config_hash)
+                path = save_result(results_dir, result)
+                claims.release(result.config_hash)
+                tracker.log_cell(result, path)
+                ran += 1
+                cells_bar.update(1)
+                if result.status == FAILED:
+                    label = CellConfig.from_dict(result.config).label
+                    failed.append(f"{label}: {result.error}")
+                    cells_bar.write(f"cell failed: {label}: {result.error}")
+    finally:
+        claims.release_all()  # an interrupted run frees the cells it had not finished
     return GridSummary(
         results_dir=results_dir,
         cells=len(grid.cells),
-        skipped=skipped,
+        skipped=skipped + claims.done_meanwhile,
         skipped_failed=sum(
             1
             for h, status in recorded_statuses(results_dir).items()
             if status == FAILED and h not in attempted
         ),
-        finished=len(pending) - len(failed),
+        finished=ran - len(failed),
         failed=failed,
         seconds=time.perf_counter() - started,
+        running_elsewhere=claims.elsewhere,
     )
 
 

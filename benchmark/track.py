@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,24 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
+@contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """For the first contact with the store: no retries and a short timeout, so an unreachable
+    server is an error in seconds rather than after MLflow's minutes of backoff. Logging later
+    keeps MLflow's (or the user's) retry settings."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class MlflowTracker:
     """Logs each cell as a run: config as params, accuracies as metrics, the record as artifact."""
 
@@ -50,18 +70,28 @@ class MlflowTracker:
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                artifacts = None
-                if self.tracking_uri.startswith("sqlite:///"):
-                    db = Path(self.tracking_uri.removeprefix("sqlite:///"))
-                    artifacts = (db.parent / "artifacts").resolve().as_uri()
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
-            else:
-                self.experiment_id = found.experiment_id
+            with _fail_fast_http():
+                self.experiment_id = self._experiment(experiment)
         except Exception as error:  # any failure to reach the store is the user's to fix
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"cannot use MLflow tracking URI {self.tracking_uri!r}: {message}") from None
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, made if absent (two runs making it at once both get the one made)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        artifacts = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            artifacts = (db.parent / "artifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=artifacts)
+        except Exception:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log_cell(self, result: CellResult, record_path: Path) -> str:
         from mlflow.entities import Metric, Param, RunTag
