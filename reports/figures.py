@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -43,6 +44,7 @@ PAPER_STYLE = {
 }
 CAPTION_FONT_SIZE = 6
 CAPTION_WRAP_CHARS = 85
+NARROW_WRAP_CHARS = 70  # figures whose labels leave less than the full width to the title
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 LINE_STYLE_BY_KIND = {"coreset": "-", "core tokenset": "--"}
 BOUND_COLORS = {"none": "0.45", "joint": "0.15"}
@@ -260,12 +262,21 @@ def accuracy_matrix_figure(
     retention: float | None,
     out_dir: Path,
     token_fraction: float | None = None,
+    caption: str = "",
 ) -> list[Path]:
-    """Annotated heat map of the seed-mean accuracy matrix (row: after task i, column: task j)."""
+    """Annotated heat map of the seed-mean accuracy matrix (row: after task i, column: task j).
+
+    ``caption`` (grid, seeds, commit) goes under the title. The file is
+    ``accuracy_matrix_<task>_<method>_<r…|bound>[_t…].pdf/.png`` (``_t…`` only when a token
+    fraction is given for a core tokenset).
+    """
     matrix, seeds = mean_accuracy_matrix(records, task, method, retention, token_fraction)
     retention_text = "bound" if retention is None else f"{retention * 100:g}%"
+    fraction_text = ""
+    if token_fraction is not None and token_fraction < 1.0:
+        fraction_text = f", t={token_fraction:g}"
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = Figure(figsize=(COLUMN_WIDTH_INCHES, 2.8), layout="constrained")
+        figure = Figure(figsize=(COLUMN_WIDTH_INCHES, 3.0 if caption else 2.8), layout="constrained")
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         sns.heatmap(
@@ -286,11 +297,264 @@ def accuracy_matrix_figure(
         axes.set_xlabel("evaluated on task")
         axes.set_ylabel("after training task")
         axes.set_title(
-            f"{task}, {method}, {retention_text}, mean of {seeds} seeds", fontsize=CAPTION_FONT_SIZE
+            f"{task}, {method}, {retention_text}{fraction_text}, mean of {seeds} seeds",
+            fontsize=CAPTION_FONT_SIZE,
         )
+        if caption:
+            figure.suptitle(
+                textwrap.fill(caption, NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25"
+            )
         retention_slug = "bound" if retention is None else f"r{retention * 100:g}"
-        stem = f"accuracy_matrix_{file_slug(task)}_{file_slug(method)}_{retention_slug}"
+        fraction_slug = f"_t{token_fraction:g}" if fraction_text else ""
+        stem = f"accuracy_matrix_{file_slug(task)}_{file_slug(method)}_{retention_slug}{fraction_slug}"
         return save_figure(figure, out_dir / stem)
+
+
+def middle_retention(rows: pd.DataFrame) -> float | None:
+    """The middle of a task's retentions (the lower middle of an even count), None without stored rows."""
+    retentions = sorted(rows.loc[rows["kind"] != "bound", "retention"].dropna().unique())
+    return float(retentions[(len(retentions) - 1) // 2]) if retentions else None
+
+
+def matrix_selection(frame: pd.DataFrame, task: str) -> list[tuple[str, float | None, float | None]]:
+    """(method, retention, token fraction) whose accuracy matrices the report draws for ``task``.
+
+    The bounds, and at the middle retention the best coreset and the best core tokenset by final
+    accuracy (first in leaderboard order on a tie).
+    """
+    rows = frame[frame["task"] == task]
+    chosen: list[tuple[str, float | None, float | None]] = [
+        (method, None, None) for method in rows.loc[rows["kind"] == "bound", "method"]
+    ]
+    retention = middle_retention(rows)
+    if retention is None:
+        return chosen
+    at_middle = rows[np.isclose(rows["retention"].astype(float), retention)]
+    for kind in ("coreset", "core tokenset"):
+        candidates = at_middle[(at_middle["kind"] == kind) & at_middle["final_accuracy_mean"].notna()]
+        if candidates.empty:
+            continue
+        best = candidates.loc[candidates["final_accuracy_mean"].idxmax()]
+        chosen.append((best["method"], retention, float(best["token_fraction"])))
+    return chosen
+
+
+def accuracy_matrix_figures(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+    """The heat maps of ``matrix_selection`` for ``task``."""
+    frame = leaderboard_frame(records)
+    return [
+        path
+        for method, retention, fraction in matrix_selection(frame, task)
+        for path in accuracy_matrix_figure(
+            records, task, method, retention, out_dir, token_fraction=fraction, caption=caption
+        )
+    ]
+
+
+# --- forgetting per method ----------------------------------------------------------------------------
+
+
+def draw_forgetting(records: Sequence[Record], task: str, caption: str) -> Figure:
+    """Average forgetting (mean and 95% CI over seeds) per method, one marker per retention."""
+    frame = leaderboard_frame(records)
+    rows = frame[frame["task"] == task]
+    if rows.empty:
+        raise ValueError(f"no finished cells for task {task!r}")
+    labels = series_labels(frame)[rows.index]
+    order = sorted(
+        set(labels),
+        key=lambda name: (
+            KIND_ORDER[rows["kind"][labels == name].iloc[0]],
+            BOUND_SORT.get(name, len(BOUND_SORT)),
+            name,
+        ),
+    )
+    retentions = sorted(rows["retention"].dropna().unique())
+    colors = sns.color_palette("rocket", n_colors=max(len(retentions), 1) + 1)[1:]
+    height = 0.9 + 0.17 * len(order)
+    figure = Figure(figsize=(COLUMN_WIDTH_INCHES, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    offsets = np.linspace(-0.22, 0.22, len(retentions)) if len(retentions) > 1 else np.zeros(1)
+    for position, name in enumerate(order):
+        group = rows[labels == name]
+        if group["kind"].iloc[0] == "bound":
+            row = group.iloc[0]
+            axes.errorbar(
+                row["forgetting_mean"],
+                position,
+                xerr=_finite(row["forgetting_ci"]),
+                fmt="D",
+                color=BOUND_COLORS.get(name, "0.3"),
+                capsize=1.5,
+                elinewidth=0.7,
+                label="bound (no retention)" if position == 0 else None,
+            )
+            continue
+        for index, retention in enumerate(retentions):
+            at = group[np.isclose(group["retention"].astype(float), retention)]
+            if at.empty:
+                continue
+            row = at.iloc[0]
+            axes.errorbar(
+                row["forgetting_mean"],
+                position + offsets[index],
+                xerr=_finite(row["forgetting_ci"]),
+                fmt="o",
+                color=colors[index],
+                capsize=1.5,
+                elinewidth=0.7,
+                label=f"retention {retention * 100:g}%",
+            )
+    axes.set_yticks(range(len(order)), order)
+    axes.set_ylim(len(order) - 0.5, -0.5)
+    axes.set_xlabel("average forgetting (lower is better)")
+    axes.grid(True, axis="x", linewidth=0.3, alpha=0.5)
+    handles, names = axes.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    figure.legend(
+        list(unique.values()),
+        list(unique),
+        loc="outside lower center",
+        ncol=min(len(unique), 2),
+        frameon=False,
+    )
+    figure.suptitle(
+        textwrap.fill(f"{task}: forgetting, mean ± 95% CI over seeds. {caption}", NARROW_WRAP_CHARS),
+        fontsize=CAPTION_FONT_SIZE,
+        color="0.25",
+    )
+    return figure
+
+
+BOUND_SORT = {"none": 0, "joint": 1}
+
+
+def _finite(value: float) -> float:
+    return 0.0 if value is None or math.isnan(value) else float(value)
+
+
+def forgetting_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+    """``forgetting_<task>.pdf`` and ``.png`` in ``out_dir``."""
+    with matplotlib.rc_context(PAPER_STYLE):
+        figure = draw_forgetting(records, task, caption)
+        return save_figure(figure, out_dir / f"forgetting_{file_slug(task)}")
+
+
+# --- budget split: token fraction at fixed bytes --------------------------------------------------------
+
+
+def sample_selector_label(method: str) -> str:
+    """``gradmatch`` of ``gradmatch+gradlrp`` (a label's bracketed parameters dropped)."""
+    return method.split("[", 1)[0].split("+", 1)[0]
+
+
+def split_methods(frame: pd.DataFrame, task: str) -> list[str]:
+    """Core-tokenset methods of ``task`` run at more than one token fraction."""
+    rows = frame[(frame["task"] == task) & (frame["kind"] == "core tokenset")]
+    fractions = rows.groupby("method")["token_fraction"].nunique()
+    return sorted(fractions[fractions > 1].index)
+
+
+def budget_split_points(frame: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
+    """Rows of ``method`` on ``task`` plus, at t = 1, its sample selector's coreset at the same retentions.
+
+    Columns: retention, token_fraction, final_accuracy_mean, final_accuracy_ci, source
+    ("core tokenset" or "coreset"). A core tokenset already run at t = 1 is kept and no coreset added.
+    """
+    rows = frame[(frame["task"] == task) & (frame["method"] == method)].assign(source="core tokenset")
+    coreset = frame[
+        (frame["task"] == task)
+        & (frame["kind"] == "coreset")
+        & (frame["method"] == sample_selector_label(method))
+        & frame["retention"].isin(rows["retention"])
+    ].assign(source="coreset", token_fraction=1.0)
+    at_one = set(rows.loc[np.isclose(rows["token_fraction"], 1.0), "retention"])
+    coreset = coreset[~coreset["retention"].isin(at_one)]
+    columns = ["retention", "token_fraction", "final_accuracy_mean", "final_accuracy_ci", "source"]
+    points = pd.concat([rows[columns], coreset[columns]], ignore_index=True)
+    return points.sort_values(["retention", "token_fraction"], ignore_index=True)
+
+
+def draw_budget_split(records: Sequence[Record], task: str, caption: str) -> Figure | None:
+    """Final accuracy against token fraction t at fixed bytes: a panel per swept core tokenset, a line
+    per retention; the coreset of the same sample selector is the t = 1 point (a hollow square).
+    None when no core tokenset of ``task`` ran at more than one token fraction."""
+    frame = leaderboard_frame(records)
+    methods = split_methods(frame, task)
+    if not methods:
+        return None
+    retentions = sorted(frame.loc[frame["task"] == task, "retention"].dropna().unique())
+    colors = dict(zip(retentions, sns.color_palette("rocket", n_colors=len(retentions) + 1)[1:], strict=True))
+    columns = min(len(methods), 2)
+    panel_rows = math.ceil(len(methods) / columns)
+    width = COLUMN_WIDTH_INCHES if columns == 1 else 2 * COLUMN_WIDTH_INCHES
+    figure = Figure(figsize=(width, 0.9 + 2.0 * panel_rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(panel_rows, columns, squeeze=False, sharey=True)
+    for index, method in enumerate(methods):
+        axes = grid[index // columns, index % columns]
+        points = budget_split_points(frame, task, method)
+        for retention, line in points.groupby("retention", sort=True):
+            color = colors[retention]
+            x = line["token_fraction"].to_numpy(dtype=float)
+            mean = line["final_accuracy_mean"].to_numpy(dtype=float)
+            half = np.nan_to_num(line["final_accuracy_ci"].to_numpy(dtype=float))
+            axes.plot(x, mean, marker="o", color=color, label=f"retention {retention * 100:g}%")
+            axes.fill_between(x, mean - half, mean + half, color=color, alpha=0.18, linewidth=0)
+            coreset = line[line["source"] == "coreset"]
+            axes.plot(
+                coreset["token_fraction"],
+                coreset["final_accuracy_mean"],
+                linestyle="none",
+                marker="s",
+                markersize=5,
+                markerfacecolor="white",
+                color=color,
+            )
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        fractions = sorted(points["token_fraction"].unique())
+        axes.set_xticks(fractions)
+        axes.set_title(method, fontsize=7)
+        axes.set_xlabel("token fraction t (fixed bytes)")
+        axes.grid(True, linewidth=0.3, alpha=0.5)
+        if index % columns == 0:
+            axes.set_ylabel("final average accuracy")
+    for index in range(len(methods), panel_rows * columns):
+        grid[index // columns, index % columns].set_visible(False)
+    handles, names = grid[0, 0].get_legend_handles_labels()
+    square = matplotlib.lines.Line2D(
+        [], [], linestyle="none", marker="s", markerfacecolor="white", color="0.3", markersize=5
+    )
+    figure.legend(
+        [*handles, square],
+        [*names, "coreset (t = 1)"],
+        loc="outside lower center",
+        ncol=min(len(handles) + 1, 4),
+        frameon=False,
+    )
+    text = (
+        f"{task}: accuracy at fixed memory bytes as the budget moves from more samples (small t) "
+        f"to whole samples (t = 1), mean ± 95% CI over seeds. {caption}"
+    )
+    wrap = CAPTION_WRAP_CHARS if columns == 1 else 2 * CAPTION_WRAP_CHARS
+    figure.suptitle(textwrap.fill(text, wrap), fontsize=CAPTION_FONT_SIZE, color="0.25")
+    return figure
+
+
+def budget_split_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+    """``budget_split_<task>.pdf``/``.png``, or nothing when no token fraction was swept (a stale
+    figure of an earlier report is removed)."""
+    stem = out_dir / f"budget_split_{file_slug(task)}"
+    with matplotlib.rc_context(PAPER_STYLE):
+        figure = draw_budget_split(records, task, caption)
+        if figure is None:
+            for suffix in (".pdf", ".png"):
+                stem.with_name(stem.name + suffix).unlink(missing_ok=True)
+            return []
+        return save_figure(figure, stem)
 
 
 # --- files ------------------------------------------------------------------------------------------

@@ -333,7 +333,7 @@ LATEX = Markup(
 )
 
 
-def _headers(frame: pd.DataFrame) -> list[str]:
+def table_headers(frame: pd.DataFrame) -> list[str]:
     attribution = [
         column.removeprefix(ATTRIBUTION_PREFIX).removesuffix("_mean")
         for column in _attribution_columns(frame)
@@ -398,13 +398,13 @@ def display_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
 
 
 def _column_alignment(frame: pd.DataFrame) -> list[str]:
-    return ["left", "left", "left", *["right"] * (len(_headers(frame)) - 3)]
+    return ["left", "left", "left", *["right"] * (len(table_headers(frame)) - 3)]
 
 
 def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     table = tabulate(
         display_rows(frame, MARKDOWN),
-        headers=_headers(frame),
+        headers=table_headers(frame),
         tablefmt="pipe",
         disable_numparse=True,
         colalign=_column_alignment(frame),
@@ -421,7 +421,7 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
 
 def leaderboard_latex(frame: pd.DataFrame, caption: str) -> str:
     """A ``table*`` with a booktabs tabular (needs ``\\usepackage{booktabs}``)."""
-    headers = [escape_latex(header) for header in _headers(frame)]
+    headers = [escape_latex(header) for header in table_headers(frame)]
     spec = "lll" + "r" * (len(headers) - 3)
     body: list[str] = []
     previous_task = None

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.results import load_results, write_text_atomic
-from reports.figures import memory_accuracy_figure
+from reports.figures import (
+    accuracy_matrix_figures,
+    budget_split_figure,
+    forgetting_figure,
+    memory_accuracy_figure,
+)
+from reports.gallery import attribution_gallery
 from reports.leaderboard import (
     caption_for,
     failed_frame,
@@ -17,30 +23,60 @@ from reports.leaderboard import (
     write_csv,
     write_tables,
 )
+from reports.site import write_site
+
+MATRIX_GLOB = "accuracy_matrix_*"
 
 
-def make_report(results_dir: Path, out_dir: Path) -> dict[str, list[Path]]:
-    """Tables (``leaderboard.md``, ``.tex``), ``leaderboard.csv``, one figure per task, ``failed.md``.
+def make_report(
+    results_dir: Path, out_dir: Path, *, gallery: bool = True, site: bool = True
+) -> dict[str, list[Path]]:
+    """Everything in ``out_dir``: tables (``leaderboard.md``, ``.tex``), ``leaderboard.csv``, figures,
+    ``failed.md`` (only while a cell failed) and the browsable ``index.html``.
 
-    Everything goes to ``out_dir``; a ``failed.md`` left from an earlier report is removed when no
-    cell failed. Raises ``UserError`` when ``results_dir`` holds no finished cell.
+    Figures per task: memory vs accuracy, forgetting per method, accuracy matrices (bounds and the best
+    coreset and core tokenset at the middle retention), the budget split (only when a core tokenset ran
+    at several token fractions); and one attribution gallery, computed at report time on the first task
+    with ground-truth masks (``gallery=False`` skips it; without such a task it is skipped with a note).
+    Accuracy matrices and budget-split figures of an earlier report that this one does not draw are
+    removed. Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
     records = load_results(results_dir)
     frame = leaderboard_frame(records)
     if frame.empty:
         raise UserError(f"no finished cell results under {results_dir}: run a grid first")
     caption = caption_for(frame)
-    figures = [
-        path
-        for task in frame["task"].unique()
-        for path in memory_accuracy_figure(records, task, out_dir, caption)
-    ]
-    return {
+    stale = {path for pattern in (MATRIX_GLOB, "budget_split_*") for path in out_dir.glob(pattern)}
+    figures: list[Path] = []
+    for task in frame["task"].unique():
+        figures += memory_accuracy_figure(records, task, out_dir, caption)
+        figures += budget_split_figure(records, task, out_dir, caption)
+        figures += forgetting_figure(records, task, out_dir, caption)
+        figures += accuracy_matrix_figures(records, task, out_dir, caption)
+    for path in stale - set(figures):
+        path.unlink(missing_ok=True)
+    notes: list[str] = []
+    gallery_paths: list[Path] = []
+    if gallery:
+        gallery_paths, note = attribution_gallery(records, out_dir, caption)
+        notes += [note] if note else []
+    else:
+        notes.append("Attribution gallery not made for this report (gallery=False).")
+    failed = _write_failed(records, out_dir / "failed.md")
+    outputs = {
         "tables": write_tables(frame, out_dir, caption),
         "csv": [write_csv(frame, out_dir / "leaderboard.csv")],
         "figures": figures,
-        "failed": _write_failed(records, out_dir / "failed.md"),
+        "gallery": gallery_paths,
+        "failed": failed,
     }
+    if site:
+        failed_count = len(failed_frame(records)) if failed else 0
+        existing = [*figures, *gallery_paths]
+        if not gallery:  # keep showing a gallery an earlier report made
+            existing += [path for path in out_dir.glob("attribution_gallery.*")]
+        outputs["site"] = [write_site(frame, records, caption, existing, out_dir, notes, failed_count)]
+    return outputs
 
 
 def _write_failed(records: list[dict], path: Path) -> list[Path]:
