@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from benchmark import registry
+from benchmark.checkpoints import fit_to_model, read_checkpoint
 from benchmark.config import CellConfig
 from benchmark.memory import MemoryBuffer, kept_token_count, retention_budget_bytes
 from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
@@ -129,7 +130,10 @@ def _run_cell(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = TokenViT(stream.backbone, stream.num_classes)
-    if config.train.pretrained:
+    if config.train.backbone_weights:
+        checkpoint = read_checkpoint(Path(config.train.backbone_weights).expanduser())
+        model.load_backbone(fit_to_model(checkpoint, model.vit.pos_embed.shape))
+    elif config.train.pretrained:
         model.load_backbone(load_backbone_weights(default_recipe(stream.backbone), weights_dir))
     model.to(device)
     optimizer = torch.optim.AdamW(

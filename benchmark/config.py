@@ -21,6 +21,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     input_dropout: float | None = None  # None: 0 for coresets, ``CORE_TOKENSET_INPUT_DROPOUT`` otherwise
     pretrained: bool = True  # False: train from scratch (ablation; DESIGN: it does not learn)
+    backbone_weights: str = ""  # a local timm checkpoint to start from instead of the procedural one
     eval_batch_size: int = 256
     device: str = "auto"  # "auto": CUDA when available, else CPU
 

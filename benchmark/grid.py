@@ -30,9 +30,11 @@ Every problem is a one-line ``UserError`` that names it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,13 @@ class Grid:
     description: str = ""
 
 
-def load_grid(path: Path) -> Grid:
-    """Read, validate and expand a grid file; every problem is a one-line UserError."""
+def load_grid(path: Path, overrides: Sequence[str] = ()) -> Grid:
+    """Read, validate and expand a grid file; every problem is a one-line UserError.
+
+    ``overrides`` are ``dotted.key=VALUE`` settings (VALUE in TOML syntax, or a bare
+    string) applied to the file's table before validation, e.g.
+    ``task_params.split-cifar100.root=/data/cifar`` or ``seeds=[0]``.
+    """
     if not path.exists():
         raise UserError(f"grid file {path} not found")
     try:
@@ -69,7 +76,28 @@ def load_grid(path: Path) -> Grid:
         raise UserError(f"malformed grid {path}: {error}") from None
     except OSError as error:
         raise UserError(f"cannot read grid {path}: {error.strerror}") from None
-    return expand_grid(raw, path)
+    return expand_grid(apply_overrides(raw, overrides), path)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``dotted.key=VALUE`` set (tables made as needed)."""
+    result = copy.deepcopy(raw)
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not separator or not all(parts):
+            raise UserError(f"override {override!r} must look like dotted.key=VALUE")
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare string, e.g. a path
+        table = result
+        for part in parts[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise UserError(f"override {override!r}: {part!r} is not a table")
+        table[parts[-1]] = value
+    return result
 
 
 def expand_grid(raw: dict[str, Any], path: Path) -> Grid:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from benchmark import registry
 from benchmark.cell import TaskCache
+from benchmark.checkpoints import check_fits, read_checkpoint
 from benchmark.errors import UserError
 from benchmark.grid import Grid
 from benchmark.memory import kept_token_count, retention_budget_bytes, stored_sample_bytes
+from benchmark.model import TokenViT
 from benchmark.pretrain import default_recipe, weights_path
 
 
@@ -17,7 +21,12 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
     checked_budgets: set[tuple[str, float, float]] = set()
     for cell in grid.cells:
         stream = cache.get(cell.task, cell.task_params)
-        if cell.train.pretrained:
+        if cell.train.backbone_weights:
+            path = Path(cell.train.backbone_weights).expanduser()
+            with torch.device("meta"):  # shapes only, no memory
+                model = TokenViT(stream.backbone, stream.num_classes)
+            check_fits(read_checkpoint(path), model.vit, path)
+        elif cell.train.pretrained:
             path = weights_path(default_recipe(stream.backbone), weights_dir)
             if not path.exists():
                 raise UserError(

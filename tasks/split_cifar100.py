@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from benchmark import registry
 from benchmark.errors import UserError
@@ -53,6 +55,18 @@ def read_cifar_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def resize(images: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
+    """uint8 [n, 3, 32, 32] → uint8 [n, 3, size, size] (bicubic, as a ViT at 224 px expects)."""
+    if images.shape[-1] == size:
+        return images
+    out = np.empty((len(images), 3, size, size), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        batch = torch.from_numpy(images[start : start + chunk]).float()
+        scaled = F.interpolate(batch, size=(size, size), mode="bicubic", align_corners=False)
+        out[start : start + chunk] = scaled.round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
 @registry.register("task", "split-cifar100")
 class SplitCifar100:
     """CIFAR-100 from a local copy (python archive; path or $CIFAR100_ROOT), 10 tasks of 10 classes."""
@@ -66,17 +80,33 @@ class SplitCifar100:
         train_per_class: int = 0,
         class_order_seed: int = 0,
         epochs: int = 3,
+        image_size: int = 32,
+        embed_dim: int = 64,
+        depth: int = 4,
+        num_heads: int = 4,
     ) -> None:
         if 100 % classes_per_task:
             raise ValueError(f"classes_per_task must divide 100, got {classes_per_task}")
-        if 32 % patch_size:
-            raise ValueError(f"patch_size must divide 32, got {patch_size}")
+        if image_size % patch_size:
+            raise ValueError(f"patch_size must divide image_size {image_size}, got {patch_size}")
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads must divide embed_dim {embed_dim}, got {num_heads}")
         self.root = root
         self.classes_per_task = classes_per_task
         self.patch_size = patch_size
         self.train_per_class = train_per_class  # 0: all 500
         self.class_order_seed = class_order_seed
         self.epochs = epochs
+        self.image_size = image_size
+        self.backbone = BackboneSpec(
+            image_size=image_size,
+            channels=3,
+            patch_size=patch_size,
+            pretrain_set="shapes-15",
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+        )
 
     def archive_dir(self) -> Path:
         root = self.root or os.environ.get(ENV_VAR, "")
@@ -100,7 +130,7 @@ class SplitCifar100:
             )
             keep.sort()
             train_images, train_labels = train_images[keep], train_labels[keep]
-        images = np.concatenate([train_images, test_images])
+        images = resize(np.concatenate([train_images, test_images]), self.image_size)
         labels = np.concatenate([train_labels, test_labels])
         train_index = np.arange(len(train_labels))
         test_index = np.arange(len(train_labels), len(labels))
@@ -109,7 +139,7 @@ class SplitCifar100:
         if len(order) % self.classes_per_task:
             raise UserError(f"{len(order)} CIFAR classes do not split into tasks of {self.classes_per_task}")
         experiences = class_incremental(images, labels, train_index, test_index, order, self.classes_per_task)
-        backbone = BackboneSpec(
-            image_size=32, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15"
+        stream = TaskStream(
+            "split-cifar100", experiences, 100, self.backbone, has_masks=False, epochs=self.epochs
         )
-        return TaskStream("split-cifar100", experiences, 100, backbone, has_masks=False, epochs=self.epochs)
+        return stream

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -15,3 +17,15 @@ GRIDS = REPO_ROOT / "grids"
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def write_cifar_fixture(root: Path, classes: int = 20, per_class: int = 3) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        labels = np.repeat(np.arange(classes), per_class).tolist()
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        with (folder / split).open("wb") as stream:
+            pickle.dump({b"data": data, b"fine_labels": labels, b"filenames": [b"x"] * len(labels)}, stream)
+    return folder

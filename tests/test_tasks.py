@@ -10,6 +10,7 @@ from benchmark import registry
 from benchmark.errors import UserError
 from tasks.base import patchify, pixel_mask_to_patches
 from tasks.procedural import TASK_SHAPE_CLASSES, pretrain_shape_classes
+from tests.conftest import write_cifar_fixture
 
 
 def small_shapes(**params: object):
@@ -67,18 +68,6 @@ def test_mask_threshold() -> None:
     masks[0, 0, 0] = True  # a quarter of patch 0
     assert pixel_mask_to_patches(masks, 2, 0.25)[0].tolist() == [True, False, False, False]
     assert pixel_mask_to_patches(masks, 2, 0.5)[0].tolist() == [True, False, False, False]  # best patch kept
-
-
-def write_cifar_fixture(root: Path, classes: int = 20, per_class: int = 3) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        labels = np.repeat(np.arange(classes), per_class).tolist()
-        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-        with (folder / split).open("wb") as stream:
-            pickle.dump({b"data": data, b"fine_labels": labels, b"filenames": [b"x"] * len(labels)}, stream)
-    return folder
 
 
 def test_cifar_loader_reads_the_python_archive(tmp_path: Path) -> None:
