@@ -532,14 +532,14 @@ def draw_budget_split(records: Sequence[Record], task: str, caption: str) -> Fig
         [*handles, square],
         [*names, "coreset (t = 1)"],
         loc="outside lower center",
-        ncol=min(len(handles) + 1, 4),
+        ncol=min(len(handles) + 1, 2 if columns == 1 else 4),
         frameon=False,
     )
     text = (
         f"{task}: accuracy at fixed memory bytes as the budget moves from more samples (small t) "
         f"to whole samples (t = 1), mean ± 95% CI over seeds. {caption}"
     )
-    wrap = CAPTION_WRAP_CHARS if columns == 1 else 2 * CAPTION_WRAP_CHARS
+    wrap = NARROW_WRAP_CHARS if columns == 1 else 2 * NARROW_WRAP_CHARS
     figure.suptitle(textwrap.fill(text, wrap), fontsize=CAPTION_FONT_SIZE, color="0.25")
     return figure
 
