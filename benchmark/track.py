@@ -8,6 +8,7 @@ created per tracker (``MlflowClient``), so nothing global is configured.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -54,6 +55,22 @@ def _fail_fast_http() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def _sqlite_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Two runs opening a new SQLite store at once would both run MLflow's schema migrations
+    (``duplicate column name``): the first to hold this file lock makes the store, the other waits."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    with open(db.parent / f".{db.name}.setup-lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class MlflowTracker:
     """Logs each cell as a run: config as params, accuracies as metrics, the record as artifact."""
 
@@ -69,8 +86,8 @@ class MlflowTracker:
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            with _fail_fast_http():
+            with _fail_fast_http(), _sqlite_setup_lock(self.tracking_uri):
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)
                 self.experiment_id = self._experiment(experiment)
         except Exception as error:  # any failure to reach the store is the user's to fix
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
