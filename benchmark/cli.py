@@ -130,16 +130,12 @@ def resolve_grid_path(name: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from benchmark.executors import EXECUTORS, ExecutorOptions
+    from benchmark.executors import ExecutorOptions, check_options
     from benchmark.grid import load_grid
     from benchmark.pretrain import WEIGHTS_DIR
     from benchmark.runner import run_grid
     from benchmark.track import MlflowTracker
 
-    if args.executor not in EXECUTORS:
-        raise UserError(registry.unknown_name_message("executor", args.executor, sorted(EXECUTORS)))
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     options = ExecutorOptions(
         weights_dir=WEIGHTS_DIR,
         jobs=args.jobs,
@@ -148,6 +144,7 @@ def command_run(args: argparse.Namespace) -> int:
         cpus_per_cell=args.cpus_per_cell,
         gpus_per_cell=args.gpus_per_cell,
     )
+    check_options(args.executor, options)
     grid = load_grid(resolve_grid_path(args.grid))
     tracker = MlflowTracker(grid.name, args.tracking_uri)
     summary = run_grid(

@@ -279,8 +279,6 @@ def _make_local(options: ExecutorOptions, cache: TaskCache) -> Executor:
 
 
 def _make_ray(options: ExecutorOptions, cache: TaskCache) -> Executor:
-    if options.jobs != 1:
-        raise UserError("--jobs sizes the local process pool; with --executor ray use --cpus-per-cell")
     import_ray()  # fail before any cell with the install hint
     return RayExecutor(
         weights_dir=options.weights_dir,
@@ -297,7 +295,8 @@ EXECUTORS: dict[str, Callable[[ExecutorOptions, TaskCache], Executor]] = {
 }
 
 
-def make_executor(name: str, options: ExecutorOptions, cache: TaskCache) -> Executor:
+def check_options(name: str, options: ExecutorOptions) -> None:
+    """Refuse an unknown executor or impossible sizes with a one-line UserError (before any work)."""
     from benchmark.registry import unknown_name_message
 
     if name not in EXECUTORS:
@@ -311,4 +310,12 @@ def make_executor(name: str, options: ExecutorOptions, cache: TaskCache) -> Exec
             f"--cpus-per-cell must be positive and --gpus-per-cell non-negative, got "
             f"{options.cpus_per_cell:g} and {options.gpus_per_cell:g}"
         )
+    if name != "ray" and (options.ray_address or options.gpus_per_cell or options.cpus_per_cell != 1.0):
+        raise UserError("--ray-address, --cpus-per-cell and --gpus-per-cell are for --executor ray")
+    if name == "ray" and options.jobs != 1:
+        raise UserError("--jobs sizes the local process pool; with --executor ray use --cpus-per-cell")
+
+
+def make_executor(name: str, options: ExecutorOptions, cache: TaskCache) -> Executor:
+    check_options(name, options)
     return EXECUTORS[name](options, cache)

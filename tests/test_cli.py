@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO_ROOT
 
 GOOD = """
@@ -29,47 +27,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(
-    ("grid_text", "message"),
-    [
-        (GOOD.replace('"split-shapes"', '"split-shape"'), "did you mean 'split-shapes'"),
-        (GOOD.replace('["random"]', '["randm"]'), "unknown sample selector 'randm'"),
-        (GOOD.replace("[0.1]", "[0]"), "retention 0 is outside (0, 1]"),
-        (GOOD.replace("[0.1]", "[1.5]"), "retention 1.5 is outside (0, 1]"),
-        (GOOD.replace("seeds = [0]", "seeds = []"), "'seeds' is empty"),
-        (GOOD + "\n[train\n", "malformed grid"),
-        (GOOD.replace("[0.1]", "[0.00001]"), "impossible budget"),
-        (GOOD + '\n[task_params.split-cifar100]\nroot = "/nonexistent"\n', "names no entry of this grid"),
-        (
-            GOOD.replace('["split-shapes"]', '["split-cifar100"]')
-            + '\n[task_params.split-cifar100]\nroot = "/nonexistent"\n',
-            "no CIFAR-100 python archive",
-        ),
-        (
-            GOOD.replace('["random"]', '["random+oracle"]').replace('"split-shapes"', '"split-digits"'),
-            "needs ground-truth masks",
-        ),
-    ],
-)
-def test_bad_grid_is_one_line_and_exit_2(tmp_path: Path, grid_text: str, message: str) -> None:
-    grid = tmp_path / "bad.toml"
-    grid.write_text(grid_text)
-    done = run_cli(
-        "run",
-        str(grid),
-        "--results",
-        str(tmp_path / "results"),
-        "--no-progress",
-        "--tracking-uri",
-        f"sqlite:///{tmp_path / 'ml.db'}",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert message in lines[0]
-    assert "Traceback" not in done.stderr
-    assert not (tmp_path / "results").exists()
+# The bad-input table (bad grids and options, each through `run`) is in tests/test_bad_input.py.
 
 
 def test_unknown_grid_name_suggests(tmp_path: Path) -> None:
