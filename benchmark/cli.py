@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a grid setting, e.g. --set seeds=[0] --set task_params.split-cifar100.root=/data",
+    )
+    run.add_argument(
         "--executor",
         default="local",
         help="where cells run: local (this machine; --jobs) or ray (a Ray cluster) (default local)",
@@ -145,7 +153,7 @@ def command_run(args: argparse.Namespace) -> int:
         gpus_per_cell=args.gpus_per_cell,
     )
     check_options(args.executor, options)
-    grid = load_grid(resolve_grid_path(args.grid))
+    grid = load_grid(resolve_grid_path(args.grid), args.overrides)
     tracker = MlflowTracker(grid.name, args.tracking_uri)
     summary = run_grid(
         grid,

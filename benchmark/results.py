@@ -50,32 +50,33 @@ def cell_path(results_dir: Path, config_hash: str) -> Path:
     return results_dir / "cells" / f"{config_hash}.json"
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never a partial file."""
+def write_bytes_atomic(path: Path, payload: bytes, durable: bool = False) -> None:
+    """Write to a temporary file in the same folder, then rename: never a partial file.
+
+    ``durable`` also fsyncs before the rename, so a record survives a machine crash.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=1, sort_keys=True, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; results are for everyone to read
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    text = json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode(), durable=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode())
 
 
 def save_result(results_dir: Path, result: CellResult) -> Path:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from benchmark.results import write_bytes_atomic
 from reports.leaderboard import KIND_ORDER, Record, finished_records, group_keys, leaderboard_frame
 
 COLUMN_WIDTH_INCHES = 3.4
@@ -563,19 +562,6 @@ def budget_split_figure(records: Sequence[Record], task: str, out_dir: Path, cap
 def file_slug(name: str) -> str:
     """A file-name-safe version of a label: ``random+random`` stays, ``a[b=1, c=2]`` → ``a_b=1_c=2_``."""
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", name)
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Temporary file in the same folder, then rename: never a partial figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:

@@ -31,8 +31,16 @@ def test_failed_cells_are_recorded_and_retried_on_request(
 ) -> None:
     grid = tmp_path / "failing.toml"
     grid.write_text(GRID.format(device="cuda"))
-    args = ["run", str(grid), "--results", str(tmp_path / "results"), "--no-progress", "--no-report",
-            "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"]
+    args = [
+        "run",
+        str(grid),
+        "--results",
+        str(tmp_path / "results"),
+        "--no-progress",
+        "--no-report",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'ml.db'}",
+    ]
     assert main(args) == 1
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "failing" / "cells").glob("*.json")]
     assert len(records) == 2

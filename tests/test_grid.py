@@ -131,3 +131,16 @@ def test_exclude_drops_matching_cells_only() -> None:
 def test_bad_excludes(exclude: object, message: str) -> None:
     with pytest.raises(UserError, match=message):
         expand(exclude=exclude)
+
+
+def test_overrides_set_dotted_keys_before_validation(tmp_path: Path) -> None:
+    grid_file = tmp_path / "g.toml"
+    grid_file.write_text('tasks = ["split-shapes"]\nmethods = ["random"]\nretention = [0.1]\nseeds = [0]\n')
+    grid = load_grid(grid_file, ["seeds=[5]", "task_params.split-shapes.object_scale=0.5", "train.lr=1e-3"])
+    assert [c.seed for c in grid.cells] == [5]
+    assert grid.cells[0].task_params["object_scale"] == 0.5 and grid.cells[0].train.lr == 1e-3
+    assert load_grid(grid_file, ["name=bare string"]).name == "bare string"
+    with pytest.raises(UserError, match=r"must look like dotted\.key=VALUE"):
+        load_grid(grid_file, ["seeds"])
+    with pytest.raises(UserError, match="outside"):
+        load_grid(grid_file, ["retention=[2.0]"])
