@@ -205,7 +205,45 @@ def leaderboard_frame(records: Iterable[Record]) -> pd.DataFrame:
     groups = grouped_records(records)
     attribution = attribution_names(record for group in groups.values() for record in group)
     rows = [_group_row(key, group, attribution) for key, group in groups.items()]
-    return pd.DataFrame(rows, columns=_frame_columns(attribution))
+    frame = pd.DataFrame(rows, columns=_frame_columns(attribution))
+    frame["rank"] = rank_within_groups(frame)
+    return frame
+
+
+def rank_within_groups(frame: pd.DataFrame) -> pd.Series:
+    """Rank of final accuracy (1 = best; ties share the best rank) within task × retention; NaN for bounds."""
+    stored = frame[frame["kind"] != "bound"]
+    ranks = stored.groupby(["task", "retention"])["final_accuracy_mean"].rank(ascending=False, method="min")
+    return ranks.reindex(frame.index)
+
+
+def overall_rank_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per method: its mean rank over every task × retention it ran at, best first."""
+    stored = frame[frame["kind"] != "bound"]
+    overall = (
+        stored.groupby(["method", "kind"], as_index=False)
+        .agg(mean_rank=("rank", "mean"), groups=("rank", "size"), tasks=("task", "nunique"))
+        .sort_values(["mean_rank", "method"], ignore_index=True)
+    )
+    overall.insert(0, "overall_rank", overall["mean_rank"].rank(method="min").astype(int))
+    return overall
+
+
+def overall_rank_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
+    return [
+        [
+            str(row["overall_rank"]),
+            markup.escape(row["method"]),
+            row["kind"],
+            f"{row['mean_rank']:.2f}",
+            str(row["groups"]),
+            str(row["tasks"]),
+        ]
+        for _, row in overall_rank_frame(frame).iterrows()
+    ]
+
+
+OVERALL_HEADERS = ["Overall rank", "Method", "Kind", "Mean rank", "Task × retention groups", "Tasks"]
 
 
 def _frame_columns(attribution: Sequence[str]) -> list[str]:
@@ -346,6 +384,7 @@ def table_headers(frame: pd.DataFrame) -> list[str]:
         "Tokens kept",
         "Seeds",
         "Final accuracy",
+        "Rank",
         "Forgetting",
         "Diagonal",
         "Memory used / allowed",
@@ -379,6 +418,7 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
         _fraction(row["token_fraction"], markup) if stored else markup.missing,
         str(row["seeds"]),
         final,
+        markup.missing if math.isnan(row["rank"]) else str(int(row["rank"])),
         format_mean_ci(
             row["forgetting_mean"], row["forgetting_ci"], plus_minus=markup.plus_minus, missing=markup.missing
         ),
@@ -411,12 +451,24 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     )
     notes = [
         "Mean ± Student-t 95% confidence interval over seeds (±– with one seed). "
-        "Bold: best final accuracy per task and retention (bounds excluded). "
+        "Bold: best final accuracy per task and retention (bounds excluded); Rank: its rank there. "
         "Memory: bytes stored / bytes the retention allows.",
     ]
     if not frame["learned"].all():
         notes.append(f"† {NOT_LEARNED_NOTE}")
-    return "\n\n".join(["# Leaderboard", caption, table, *notes]) + "\n"
+    overall = tabulate(
+        overall_rank_rows(frame, MARKDOWN),
+        headers=OVERALL_HEADERS,
+        tablefmt="pipe",
+        disable_numparse=True,
+        colalign=["right", "left", "left", "right", "right", "right"],
+    )
+    overall_note = (
+        "Mean of a method's ranks over every task × retention it ran at (lower is better); where a grid "
+        "excludes methods from a task, that task's groups hold fewer methods."
+    )
+    sections = ["# Leaderboard", caption, table, *notes, "## Overall rank", overall, overall_note]
+    return "\n\n".join(sections) + "\n"
 
 
 def leaderboard_latex(frame: pd.DataFrame, caption: str) -> str:
@@ -453,8 +505,31 @@ def leaderboard_latex(frame: pd.DataFrame, caption: str) -> str:
         r"\par\smallskip",
         rf"{{\scriptsize {notes}}}",
         r"\end{table*}",
+        *overall_rank_latex(frame, caption),
     ]
     return "\n".join(lines) + "\n"
+
+
+def overall_rank_latex(frame: pd.DataFrame, caption: str) -> list[str]:
+    """A second, small booktabs table: the overall rank of each method."""
+    body = [" & ".join(cells) + r" \\" for cells in overall_rank_rows(frame, LATEX)]
+    return [
+        "",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\footnotesize",
+        rf"\caption{{Overall rank: mean rank of final accuracy over task $\times$ retention. "
+        rf"{escape_latex(caption)}}}",
+        r"\label{tab:overall-rank}",
+        r"\begin{tabular}{rllrrr}",
+        r"\toprule",
+        " & ".join(escape_latex(header) for header in OVERALL_HEADERS) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
 
 
 def write_tables(frame: pd.DataFrame, out_dir: Path, caption: str | None = None) -> list[Path]:

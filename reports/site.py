@@ -53,6 +53,7 @@ SORT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("token_fraction", "token_fraction", True),
     ("seeds", "seeds", True),
     ("final_accuracy", "final_accuracy_mean", True),
+    ("rank", "rank", True),
     ("forgetting", "forgetting_mean", True),
     ("diagonal", "diagonal_mean", True),
     ("memory", "bytes_used_mean", True),

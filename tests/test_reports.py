@@ -436,3 +436,35 @@ def test_only_failed_cells_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no finished cell results"):
         make_report(tmp_path / "grid", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_ranks_within_task_and_retention_and_overall() -> None:
+    import pandas as pd
+
+    from reports.leaderboard import overall_rank_frame, rank_within_groups
+
+    frame = pd.DataFrame(
+        {
+            "task": ["a", "a", "a", "a", "a", "b", "b"],
+            "method": ["none", "x", "y", "x", "y", "x", "y"],
+            "kind": [
+                "bound",
+                "coreset",
+                "core tokenset",
+                "coreset",
+                "core tokenset",
+                "coreset",
+                "core tokenset",
+            ],
+            "retention": [float("nan"), 0.1, 0.1, 0.2, 0.2, 0.1, 0.1],
+            "final_accuracy_mean": [0.1, 0.8, 0.7, 0.6, 0.9, 0.5, 0.5],
+        }
+    )
+    frame["rank"] = rank_within_groups(frame)
+    assert frame["rank"].isna().tolist() == [True] + [False] * 6  # bounds are not ranked
+    assert frame["rank"].tolist()[1:] == [1, 2, 2, 1, 1, 1]  # a tie shares the best rank
+    overall = overall_rank_frame(frame)
+    assert overall["method"].tolist() == ["x", "y"]
+    assert overall["mean_rank"].tolist() == pytest.approx([4 / 3, 4 / 3])
+    assert overall["overall_rank"].tolist() == [1, 1]
+    assert overall["groups"].tolist() == [3, 3] and overall["tasks"].tolist() == [2, 2]
