@@ -196,9 +196,15 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(results_dir: Path, out_dir: Path) -> None:
+    from benchmark.results import write_bytes_atomic
     from reports.make import make_report
 
     written = make_report(results_dir, out_dir)
+    # The leaderboard's data also sits beside the records it was made from.
+    copies = [results_dir / csv.name for csv in written.get("csv", [])]
+    for csv, copy in zip(written.get("csv", []), copies, strict=True):
+        write_bytes_atomic(copy, csv.read_bytes())
+    written["csv"] = [*written.get("csv", []), *copies]
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
