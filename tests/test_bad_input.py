@@ -1,5 +1,9 @@
-"""Bad input, table-driven through the real CLI: one line `error: ...`, exit 2, no traceback,
-and the finished record already in the results directory left byte for byte as it was."""
+"""Bad input, table-driven through the CLI: one line `error: ...`, exit 2, no traceback,
+and the finished record already in the results directory left byte for byte as it was.
+
+The table calls the CLI's ``main`` in this process (what ``python -m benchmark`` runs: an
+exception escaping it fails the test), which saves an interpreter start and the torch import
+per case; tests/test_cli.py and the corrupt-record test below go through a real subprocess."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.cli import main
 from benchmark.grid import load_grid
 from tests.test_cli import GOOD, run_cli
 
@@ -62,7 +67,7 @@ CASES = [
 
 @pytest.mark.parametrize(("grid_text", "extra", "message"), CASES, ids=[case[2][:40] for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(
-    tmp_path: Path, grid_text: str, extra: list[str], message: str
+    tmp_path: Path, grid_text: str, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "results"
     earlier = results / "bad" / "cells" / "0123456789abcdef.json"
@@ -74,14 +79,14 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     grid.write_text(grid_text)
     tracking = [] if "--tracking-uri" in extra else ["--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"]
     started = time.monotonic()
-    done = run_cli(
-        "run", str(grid), "--results", str(results), "--no-progress", *tracking, *extra, cwd=tmp_path
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    capsys.readouterr()
+    status = main(["run", str(grid), "--results", str(results), "--no-progress", *tracking, *extra])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert message in lines[0]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in stderr
     assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
     assert time.monotonic() - started < 60  # an unreachable store fails fast, not after retries
 
