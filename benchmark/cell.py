@@ -23,7 +23,7 @@ from benchmark.provenance import provenance
 from benchmark.results import FAILED, FINISHED, CellResult
 from benchmark.selection import attribution_quality, choose_memory, features_and_grads, sample_budget
 from benchmark.train import TrainSettings, accuracy, seeded_generator, train_experience
-from methods.base import SamplePool
+from methods.base import SamplePool, SampleSelector, TokenSelector
 from tasks.base import Experience, TaskStream, patchify
 
 # Random input dropout on new data for core tokensets when the grid does not set it:
@@ -107,6 +107,64 @@ def run_cell(
             wall_seconds=time.perf_counter() - started,
             provenance={"commit": commit, "traceback": traceback.format_exc(limit=8)},
         )
+
+
+def store_task_memory(
+    model: TokenViT,
+    memory: MemoryBuffer,
+    current: ExperienceTensors,
+    index: int,
+    config: CellConfig,
+    sample_selector: SampleSelector,
+    token_selector: TokenSelector | None,
+    settings: TrainSettings,
+    device: torch.device,
+) -> dict[str, float] | None:
+    """Select task ``index``'s memory within its byte budget and store it; the attribution quality
+    of the kept tokens where the task has masks (None otherwise)."""
+    assert config.retention is not None
+    tokens = current.train_patches.shape[1]
+    budget_bytes = retention_budget_bytes(config.retention, current.train_bytes)
+    patch_bytes = int(current.train_patches.shape[2])
+    budget = sample_budget(budget_bytes, config.token_fraction, tokens, patch_bytes)
+    features, grads = features_and_grads(
+        model,
+        current.train_patches,
+        current.train_labels,
+        sample_selector.needs_grads,
+        settings.eval_batch_size,
+        device,
+    )
+    memory_grads = None
+    if sample_selector.needs_grads and len(memory):
+        stored, stored_labels = memory.tensors()
+        if stored.patches.shape[1] == tokens:
+            memory_grads = features_and_grads(
+                model, stored.patches, stored_labels, True, settings.eval_batch_size, device
+            )[1]
+    pool = SamplePool(features, grads, current.train_labels.numpy(), memory_grads)
+    choice = choose_memory(
+        model,
+        pool,
+        current.train_patches,
+        current.train_masks,
+        sample_selector,
+        token_selector,
+        config.token_fraction,
+        budget,
+        np.random.default_rng([config.seed, 2, index]),
+        device,
+    )
+    chosen = torch.from_numpy(choice.selection.indices)
+    kept = choice.kept_positions
+    stored_patches = current.train_patches[chosen].numpy()
+    quality = None
+    if kept is not None:
+        stored_patches = np.take_along_axis(stored_patches, kept[:, :, None], axis=1)
+        if current.train_masks is not None:
+            quality = attribution_quality(kept, choice.top_tokens, current.train_masks[chosen].numpy())
+    memory.add(index, stored_patches, kept, current.train_labels[chosen].numpy(), budget_bytes)
+    return quality
 
 
 def _run_cell(
@@ -198,49 +256,12 @@ def _run_cell(
             continue  # the last task's memory would never be replayed
         tick = time.perf_counter()
         status(f"task {index + 1}/{tasks} selecting memory", 0)
-        assert config.retention is not None
-        budget_bytes = retention_budget_bytes(config.retention, current.train_bytes)
-        patch_bytes = int(current.train_patches.shape[2])
-        budget = sample_budget(budget_bytes, config.token_fraction, stream.tokens, patch_bytes)
-        features, grads = features_and_grads(
-            model,
-            current.train_patches,
-            current.train_labels,
-            sample_selector.needs_grads,
-            settings.eval_batch_size,
-            device,
+        quality = store_task_memory(
+            model, memory, current, index, config, sample_selector, token_selector, settings, device
         )
-        memory_grads = None
-        if sample_selector.needs_grads and len(memory):
-            stored, stored_labels = memory.tensors()
-            if stored.patches.shape[1] == stream.tokens:
-                memory_grads = features_and_grads(
-                    model, stored.patches, stored_labels, True, settings.eval_batch_size, device
-                )[1]
-        pool = SamplePool(features, grads, current.train_labels.numpy(), memory_grads)
-        choice = choose_memory(
-            model,
-            pool,
-            current.train_patches,
-            current.train_masks,
-            sample_selector,
-            token_selector,
-            config.token_fraction,
-            budget,
-            np.random.default_rng([config.seed, 2, index]),
-            device,
-        )
-        chosen = torch.from_numpy(choice.selection.indices)
-        kept = choice.kept_positions
-        stored_patches = current.train_patches[chosen].numpy()
-        if kept is not None:
-            stored_patches = np.take_along_axis(stored_patches, kept[:, :, None], axis=1)
-            if current.train_masks is not None:
-                attribution_rows.append(
-                    attribution_quality(kept, choice.top_tokens, current.train_masks[chosen].numpy())
-                )
-                attribution_weights.append(len(chosen))
-        memory.add(index, stored_patches, kept, current.train_labels[chosen].numpy(), budget_bytes)
+        if quality is not None:
+            attribution_rows.append(quality)
+            attribution_weights.append(len(memory.entries[-1]))
         select_seconds += time.perf_counter() - tick
     attribution = None
     if attribution_rows:

@@ -9,8 +9,7 @@ small, committed, and loaded with ``weights_only=True``.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from benchmark import registry
 from benchmark.config import canonical_json
 from benchmark.errors import UserError
 from benchmark.model import TokenBatch, TokenViT
+from benchmark.results import write_bytes_atomic
 from benchmark.train import seeded_generator
 from tasks.base import BackboneSpec, patchify
 
@@ -125,14 +125,7 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         "seconds": time.perf_counter() - started,
         "state": {k: v.clone() for k, v in model.backbone_state().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temp_name)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
