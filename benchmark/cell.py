@@ -218,32 +218,16 @@ def _run_cell(
     train_seconds = select_seconds = 0.0
     attribution_rows: list[dict[str, float]] = []
     attribution_weights: list[int] = []
-    if sample_selector.trains_jointly:
-        tick = time.perf_counter()
-        generator = seeded_generator(config.seed, 1, 0)
-        patches = torch.cat([d.train_patches for d in data])
-        labels = torch.cat([d.train_labels for d in data])
-        train_experience(
-            model,
-            optimizer,
-            patches,
-            labels,
-            None,
-            settings,
-            generator,
-            device,
-            lambda m: status(f"joint {m}", tasks),
-        )
-        train_seconds = time.perf_counter() - tick
-        matrix[:] = evaluate_all()  # one model: every row is its accuracy
-    for index, current in enumerate(data if not sample_selector.trains_jointly else []):
+    for index, current in enumerate(data):
         tick = time.perf_counter()
         replay = memory.tensors() if len(memory) else None
+        # The joint bound trains on every task's data seen so far (cumulative): its matrix is real.
+        seen = data[: index + 1] if sample_selector.trains_jointly else [current]
         train_experience(
             model,
             optimizer,
-            current.train_patches,
-            current.train_labels,
+            torch.cat([d.train_patches for d in seen]),
+            torch.cat([d.train_labels for d in seen]),
             replay,
             settings,
             seeded_generator(config.seed, 1, index),

@@ -59,7 +59,7 @@ class Selection:
 class SampleSelector(Protocol):
     needs_grads: ClassVar[bool]
     uses_memory: ClassVar[bool]  # False: a bound that stores nothing (``none``, ``joint``)
-    trains_jointly: ClassVar[bool]  # True: train once on every task's data (``joint``)
+    trains_jointly: ClassVar[bool]  # True: each task trains on every task's data so far (``joint``)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection: ...
 

@@ -1,7 +1,7 @@
 """The bounds every continual-learning table needs, and the simplest memories.
 
 - ``none``: no memory (lower bound: plain fine-tuning in sequence).
-- ``joint``: every task's data at once (upper bound; no sequence, no memory).
+- ``joint``: after each task, train on every task's data so far (upper bound; no memory).
 - ``random``: a uniform coreset.
 - ``reservoir``: Vitter's algorithm R over the task's stream.
 """
@@ -28,7 +28,7 @@ class NoMemory(SelectorBase):
 
 @registry.register("sample_selector", "joint")
 class JointTraining(SelectorBase):
-    """Joint training on every task's data at once (the upper bound; no sequence, no memory)."""
+    """Joint (cumulative) training: after each task, train on all tasks' data so far (the upper bound)."""
 
     uses_memory: ClassVar[bool] = False
     trains_jointly: ClassVar[bool] = True
