@@ -11,11 +11,13 @@ from typing import Any
 import torch
 
 PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "mlflow", "pandas")
+# What decides a cell's numbers; an edited README or report does not make a record "+dirty".
+CODE_PATHS = ("benchmark", "methods", "tasks", "grids", "weights", "pyproject.toml")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def suite_commit() -> str:
-    """``git describe``-like id of the checkout: the commit hash, ``+dirty`` if files differ."""
+    """The checkout's commit hash, ``+dirty`` if a tracked file of ``CODE_PATHS`` differs from it."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -26,7 +28,7 @@ def suite_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
