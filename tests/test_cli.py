@@ -16,14 +16,16 @@ seeds = [0]
 """
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path, path_before: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmark ARGS`` in a clean environment; ``path_before`` goes first on PYTHONPATH."""
+    python_path = str(REPO_ROOT) if path_before is None else f"{path_before}:{REPO_ROOT}"
     return subprocess.run(
         [sys.executable, "-m", "benchmark", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "MPLBACKEND": "Agg", "HOME": str(cwd)},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": python_path, "MPLBACKEND": "Agg", "HOME": str(cwd)},
     )
 
 

@@ -4,12 +4,11 @@ dist-info on PYTHONPATH, nothing installed) is listed, runs in a grid, and reach
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.test_cli import run_cli
 
 PLUGIN_MODULE = '''
 """A throwaway sample selector registered from outside the suite."""
@@ -63,19 +62,7 @@ def plugin_path(tmp_path: Path) -> Path:
 
 
 def run_benchmark(*args: str, plugins: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmark", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": f"{plugins}:{REPO_ROOT}",
-            "MPLBACKEND": "Agg",
-            "HOME": str(cwd),
-        },
-    )
+    return run_cli(*args, cwd=cwd, path_before=plugins)
 
 
 @pytest.mark.slow  # three CLI subprocesses and a one-cell grid: about 40 s on 2 CPUs
