@@ -56,16 +56,21 @@ def naive_facility_location(grads: np.ndarray, labels: np.ndarray, budget: int) 
     chosen: list[int] = []
     for label, share in sorted(per_class_budgets(labels, budget).items()):
         members = np.flatnonzero(labels == label)
-        similarity = coresets.facility_similarity(grads[members])
-        covered = np.zeros(len(members))
-        picked: list[int] = []
-        for _ in range(share):
-            gains = np.maximum(similarity - covered, 0.0).sum(axis=1)
-            gains[picked] = -np.inf
-            picked.append(int(np.argmax(gains)))
-            covered = np.maximum(covered, similarity[picked[-1]])
+        picked = naive_greedy(coresets.facility_similarity(grads[members]), share)
         chosen.extend(members[picked].tolist())
     return np.asarray(chosen, dtype=np.int64)
+
+
+def naive_greedy(similarity: np.ndarray, k: int) -> list[int]:
+    """Facility location by plain greedy: every step, every gain; ties to the lowest index (argmax)."""
+    covered = np.zeros(len(similarity))
+    chosen: list[int] = []
+    for _ in range(k):
+        gains = np.maximum(similarity - covered, 0.0).sum(axis=1)
+        gains[chosen] = -np.inf
+        chosen.append(int(np.argmax(gains)))
+        covered = np.maximum(covered, similarity[chosen[-1]])
+    return chosen
 
 
 def plain_kcenter(features: np.ndarray, k: int, first: int) -> np.ndarray:

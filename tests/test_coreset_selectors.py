@@ -17,6 +17,7 @@ from scipy.spatial.distance import cdist
 import methods.coresets as coresets  # importing registers the five selectors
 from benchmark import registry
 from benchmark.errors import UserError
+from benchmark.perf_selectors import naive_greedy
 from methods.base import SamplePool, per_class_budgets
 
 NAMES = ("herding", "kcenter", "craig", "gradmatch", "ocs")
@@ -279,18 +280,6 @@ def test_kcenter_radius_is_the_covering_radius() -> None:
 
 
 # --------------------------------------------------------------------------- CRAIG
-
-
-def naive_greedy(similarity: np.ndarray, k: int) -> list[int]:
-    """Facility location by plain greedy: every step, every gain; ties to the lowest index (argmax)."""
-    covered = np.zeros(len(similarity))
-    chosen: list[int] = []
-    for _ in range(k):
-        gains = np.maximum(similarity - covered, 0.0).sum(axis=1)
-        gains[chosen] = -np.inf
-        chosen.append(int(np.argmax(gains)))
-        covered = np.maximum(covered, similarity[chosen[-1]])
-    return chosen
 
 
 def test_craig_similarity_is_offset_minus_distance() -> None:
