@@ -3,6 +3,13 @@
 Images are stored as they would be kept in memory: uint8 [n, C, H, W]. Labels
 are global class ids (int64), so the stream is class-incremental: one head over
 every class of every task.
+
+Vision–language tasks add two things. A *text input* (``train_text``: int64
+token ids [n, L] over the stream's ``vocabulary``, 0 = padding), e.g. a VQA
+question, is part of what a sample is: it is stored whole in memory and counted
+in the bytes. A *sequence target* (``train_labels`` int64 [n, L], e.g. a caption)
+replaces the class label; ``test_references`` then holds each test image's
+reference strings for the metric.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+TEXT_TOKEN_BYTES = 2  # text token ids are stored as uint16 (a vocabulary of at most 65 536 words)
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,9 @@ class Experience:
     test_labels: np.ndarray  # int64 [m]
     train_masks: np.ndarray | None = None  # bool [n, tokens]: ground-truth relevant patches
     test_masks: np.ndarray | None = None  # bool [m, tokens]
+    train_text: np.ndarray | None = None  # int64 [n, L]: token ids of a text input (0 = padding)
+    test_text: np.ndarray | None = None  # int64 [m, L]
+    test_references: tuple[tuple[str, ...], ...] | None = None  # per test sample, its reference texts
 
     def __post_init__(self) -> None:
         for name in ("train_images", "test_images"):
@@ -33,11 +45,20 @@ class Experience:
             raise ValueError("train_images and train_labels differ in length")
         if len(self.test_images) != len(self.test_labels):
             raise ValueError("test_images and test_labels differ in length")
+        if (self.train_text is None) != (self.test_text is None):
+            raise ValueError("train_text and test_text must both be given or both be None")
+        for name, images in (("train_text", self.train_images), ("test_text", self.test_images)):
+            text = getattr(self, name)
+            if text is not None and (text.ndim != 2 or len(text) != len(images) or text.dtype != np.int64):
+                raise ValueError(f"{name} must be int64 [n, L] with one row per image")
+        if self.test_references is not None and len(self.test_references) != len(self.test_images):
+            raise ValueError("test_references must hold one tuple of references per test image")
 
     @property
     def train_bytes(self) -> int:
-        """Bytes of the training inputs as stored (uint8 pixels): the retention base."""
-        return int(self.train_images.nbytes)
+        """Bytes of the training inputs as stored (uint8 pixels, uint16 text ids): the retention base."""
+        text = 0 if self.train_text is None else self.train_text.size * TEXT_TOKEN_BYTES
+        return int(self.train_images.nbytes) + int(text)
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,8 @@ class TaskStream:
     backbone: BackboneSpec
     has_masks: bool
     epochs: int  # epochs a task needs to be learned from the pretrained backbone
+    vocabulary: tuple[str, ...] = ()  # words of text inputs / sequence targets; index 0 is padding
+    answers: tuple[str, ...] = ()  # names of the classes where they are words (VQA answers)
 
     @property
     def tokens(self) -> int:
