@@ -2,7 +2,9 @@
 
 Bytes are counted from the arrays actually held (``ndarray.nbytes``), never
 estimated: a whole sample costs its pixels (uint8) plus its label (uint16); a
-kept token costs its patch's pixels plus its position (uint16). A sample that
+kept token costs its patch's pixels plus its position (uint16). A text input
+(a VQA question) is kept whole, its token ids as uint16; a sequence target (a
+caption) is stored like a label, uint16 per token. A sample that
 keeps every token is stored whole, without positions, so a core tokenset at
 token fraction 1 is exactly the coreset (DESIGN, "Memory is bytes").
 """
@@ -28,12 +30,14 @@ def kept_token_count(token_fraction: float, tokens: int) -> int:
     return max(1, min(tokens, math.ceil(token_fraction * tokens - 1e-9)))
 
 
-def stored_sample_bytes(kept_tokens: int, tokens: int, patch_bytes: int) -> int:
-    """Bytes one stored sample occupies in the buffer."""
-    label = np.dtype(LABEL_DTYPE).itemsize
+def stored_sample_bytes(
+    kept_tokens: int, tokens: int, patch_bytes: int, text_tokens: int = 0, label_tokens: int = 1
+) -> int:
+    """Bytes one stored sample occupies in the buffer (text and label ids at uint16 each)."""
+    extra = (label_tokens + text_tokens) * np.dtype(LABEL_DTYPE).itemsize
     if kept_tokens == tokens:
-        return tokens * patch_bytes + label
-    return kept_tokens * (patch_bytes + np.dtype(POSITION_DTYPE).itemsize) + label
+        return tokens * patch_bytes + extra
+    return kept_tokens * (patch_bytes + np.dtype(POSITION_DTYPE).itemsize) + extra
 
 
 def retention_budget_bytes(retention: float, train_bytes: int) -> int:
@@ -43,8 +47,15 @@ def retention_budget_bytes(retention: float, train_bytes: int) -> int:
     return math.floor(retention * train_bytes + 1e-9)
 
 
-def samples_within_budget(budget_bytes: int, kept_tokens: int, tokens: int, patch_bytes: int) -> int:
-    return budget_bytes // stored_sample_bytes(kept_tokens, tokens, patch_bytes)
+def samples_within_budget(
+    budget_bytes: int,
+    kept_tokens: int,
+    tokens: int,
+    patch_bytes: int,
+    text_tokens: int = 0,
+    label_tokens: int = 1,
+) -> int:
+    return budget_bytes // stored_sample_bytes(kept_tokens, tokens, patch_bytes, text_tokens, label_tokens)
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,14 @@ class MemoryEntry:
     task_index: int
     patches: np.ndarray  # uint8 [k, K, C·p·p]
     positions: np.ndarray | None  # uint16 [k, K], None when every token is kept
-    labels: np.ndarray  # uint16 [k]
+    labels: np.ndarray  # uint16 [k] (a class) or [k, L] (a sequence target)
     bytes_allowed: int
+    text: np.ndarray | None = None  # uint16 [k, L]: the text input, kept whole
 
     @property
     def nbytes(self) -> int:
         held = self.patches.nbytes + self.labels.nbytes
+        held += 0 if self.text is None else self.text.nbytes
         return held + (0 if self.positions is None else self.positions.nbytes)
 
     def __len__(self) -> int:
@@ -80,6 +93,7 @@ class MemoryBuffer:
         positions: np.ndarray | None,
         labels: np.ndarray,
         bytes_allowed: int,
+        text: np.ndarray | None = None,
     ) -> MemoryEntry:
         if patches.dtype != np.uint8 or patches.ndim != 3:
             raise ValueError(f"patches must be uint8 [k, K, d], got {patches.dtype} {patches.shape}")
@@ -92,8 +106,9 @@ class MemoryBuffer:
             task_index=task_index,
             patches=np.ascontiguousarray(patches),
             positions=None if positions is None else np.ascontiguousarray(positions, dtype=POSITION_DTYPE),
-            labels=np.asarray(labels, dtype=LABEL_DTYPE),
+            labels=_as_stored_ids(labels, "labels"),
             bytes_allowed=bytes_allowed,
+            text=None if text is None else _as_stored_ids(text, "text"),
         )
         if entry.nbytes > bytes_allowed:
             raise ValueError(
@@ -121,7 +136,7 @@ class MemoryBuffer:
         return sum(len(entry) for entry in self.entries)
 
     def tensors(self) -> tuple[TokenBatch, torch.Tensor]:
-        """All stored samples as one TokenBatch and int64 labels, for replay."""
+        """All stored samples as one TokenBatch (text included) and int64 labels, for replay."""
         stored = [e for e in self.entries if len(e)]
         patches = torch.from_numpy(np.concatenate([e.patches for e in stored]))
         positions = torch.from_numpy(
@@ -135,4 +150,18 @@ class MemoryBuffer:
             ).astype(np.int64)
         )
         labels = torch.from_numpy(np.concatenate([e.labels for e in stored]).astype(np.int64))
-        return TokenBatch(patches, positions), labels
+        texts = [e.text for e in stored]
+        text = None
+        if any(t is not None for t in texts):
+            if any(t is None for t in texts):
+                raise ValueError("some memory entries hold a text input and others do not")
+            text = torch.from_numpy(np.concatenate(texts).astype(np.int64))
+        return TokenBatch(patches, positions, text), labels
+
+
+def _as_stored_ids(values: np.ndarray, name: str) -> np.ndarray:
+    """Ids as uint16, refusing what would wrap around."""
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() > np.iinfo(LABEL_DTYPE).max):
+        raise ValueError(f"{name} ids must lie in [0, {np.iinfo(LABEL_DTYPE).max}] to be stored as uint16")
+    return np.ascontiguousarray(values, dtype=LABEL_DTYPE)

@@ -48,8 +48,14 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
         for index, experience in enumerate(stream.experiences[:-1]):
             budget = retention_budget_bytes(cell.retention, experience.train_bytes)
             patch_bytes = experience.train_images[0].nbytes // stream.tokens
+            text_tokens = 0 if experience.train_text is None else experience.train_text.shape[1]
+            label_tokens = 1 if experience.train_labels.ndim == 1 else experience.train_labels.shape[1]
             per_sample = stored_sample_bytes(
-                kept_token_count(cell.token_fraction, stream.tokens), stream.tokens, patch_bytes
+                kept_token_count(cell.token_fraction, stream.tokens),
+                stream.tokens,
+                patch_bytes,
+                text_tokens,
+                label_tokens,
             )
             if budget < per_sample:
                 raise UserError(
