@@ -227,7 +227,8 @@ def _run_cell(
         checkpoint = read_checkpoint(Path(config.train.backbone_weights).expanduser())
         encoder.load_backbone(fit_to_model(checkpoint, encoder.vit.pos_embed.shape))
     elif config.train.pretrained:
-        encoder.load_backbone(load_backbone_weights(default_recipe(stream.backbone), weights_dir))
+        recipe = default_recipe(stream.backbone, config.train.pretrain_token_dropout)
+        encoder.load_backbone(load_backbone_weights(recipe, weights_dir))
     model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay

@@ -47,6 +47,10 @@ class TrainConfig:
                 f"device must be auto, cpu or cuda, got {self.device!r}",
             ),
             (self.replay in ("drop", "mask"), f"replay must be 'drop' or 'mask', got {self.replay!r}"),
+            (
+                0.0 <= self.pretrain_token_dropout < 1.0,
+                f"pretrain_token_dropout must be in [0, 1), got {self.pretrain_token_dropout}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -91,7 +95,7 @@ class CellConfig:
 
 # Fields added after results were first committed, with the value that reproduces the older behaviour:
 # left out of the hash at that value, so that adding an option does not rename every finished cell.
-LATER_TRAIN_FIELDS: dict[str, ParamValue] = {"replay": "drop"}
+LATER_TRAIN_FIELDS: dict[str, ParamValue] = {"replay": "drop", "pretrain_token_dropout": 0.0}
 
 
 def config_hash(cell: CellConfig) -> str:

@@ -27,11 +27,14 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
                 model = TokenViT(stream.backbone, stream.num_classes)
             check_fits(read_checkpoint(path), model.vit, path)
         elif cell.train.pretrained:
-            path = weights_path(default_recipe(stream.backbone), weights_dir)
+            recipe = default_recipe(stream.backbone, cell.train.pretrain_token_dropout)
+            path = weights_path(recipe, weights_dir)
             if not path.exists():
                 raise UserError(
                     f"pretrained backbone {path} for {cell.task} not found: "
-                    "make it with `nox -s pretrain` (or `python -m benchmark pretrain`)"
+                    "make it with `nox -s pretrain` (or `python -m benchmark pretrain"
+                    + (f" --token-dropout {recipe.token_dropout:g}" if recipe.token_dropout else "")
+                    + "`)"
                 )
         if cell.token_selector is not None:
             token_selector = registry.get("token_selector", cell.token_selector)
