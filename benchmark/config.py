@@ -24,7 +24,7 @@ class TrainConfig:
     backbone_weights: str = ""  # a local timm checkpoint to start from instead of the procedural one
     eval_batch_size: int = 256
     device: str = "auto"  # "auto": CUDA when available, else CPU
-    # Core tokenset replay: "drop" feeds the kept tokens only, "mask" every position (a mask token for the rest).
+    # Core tokenset replay: "drop" feeds the kept tokens only, "mask" all positions (mask token for the rest).
     replay: str = "drop"
     pretrain_token_dropout: float = 0.0  # the backbone pretrained with this patch-token dropout (weights/)
 
