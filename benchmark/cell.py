@@ -167,12 +167,11 @@ def store_task_memory(
         device,
     )
     memory_grads = None
-    if sample_selector.needs_grads and len(memory):
-        stored, stored_targets = memory.tensors()
-        if stored.patches.shape[1] == tokens:
-            memory_grads = features_and_grads(
-                model, stored, stored_targets, True, settings.eval_batch_size, device
-            )[1]
+    whole = memory.replay_set().whole() if sample_selector.needs_grads and len(memory) else None
+    if whole is not None and whole[0].patches.shape[1] == tokens:
+        memory_grads = features_and_grads(model, whole[0], whole[1], True, settings.eval_batch_size, device)[
+            1
+        ]
     pool = SamplePool(features, grads, current.train_categories, memory_grads)
     choice = choose_memory(
         model,
@@ -260,7 +259,7 @@ def _run_cell(
     attribution_weights: list[int] = []
     for index, current in enumerate(data):
         tick = time.perf_counter()
-        replay = memory.tensors() if len(memory) else None
+        replay = memory.replay_set() if len(memory) else None
         # The joint bound trains on every task's data seen so far (cumulative): its matrix is real.
         seen = data[: index + 1] if sample_selector.trains_jointly else [current]
         train_experience(

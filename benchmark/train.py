@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from benchmark.memory import ReplaySet
 from benchmark.model import TokenBatch, TokenViT, fill_masked, full_positions
 
 ProgressHook = Callable[[str], None]
@@ -84,7 +85,7 @@ def train_experience(
     optimizer: torch.optim.Optimizer,
     data: TokenBatch,
     targets: torch.Tensor,
-    replay: tuple[TokenBatch, torch.Tensor] | None,
+    replay: ReplaySet | None,
     settings: TrainSettings,
     generator: torch.Generator,
     device: torch.device,
@@ -103,10 +104,13 @@ def train_experience(
             batch = as_fed(batch, settings.replay_mode, tokens)
             loss = model.loss(batch.to(device), targets[index].to(device))
             if replay is not None:
-                stored, stored_targets = replay
-                pick = torch.randperm(len(stored), generator=generator)[: settings.replay_batch_size]
-                replayed = as_fed(stored.take(pick), settings.replay_mode, tokens).to(device)
-                loss = loss + model.loss(replayed, stored_targets[pick].to(device))
+                pick = torch.randperm(len(replay), generator=generator)[: settings.replay_batch_size]
+                # Samples keeping different token counts go in one forward per count, each loss weighted
+                # by its share: the batch mean (samples do not interact), the plain loss for one group.
+                for replayed, stored_targets in replay.draw(pick):
+                    replayed = as_fed(replayed, settings.replay_mode, tokens).to(device)
+                    share = len(replayed) / len(pick)
+                    loss = loss + model.loss(replayed, stored_targets.to(device)) * share
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
