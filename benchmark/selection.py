@@ -92,20 +92,36 @@ def choose_memory(
     if token_selector is None or kept == tokens or len(selection.indices) == 0:
         return MemoryChoice(selection, None, budget_samples)
     chosen = torch.from_numpy(selection.indices)
-    chosen_targets = targets[chosen]
-    scores = []
-    for start in range(0, len(chosen), rank_batch_size):
-        index = chosen[start : start + rank_batch_size]
-        inputs = TokenInputs(data.take(index), rng, None if masks is None else masks[index], device)
-        relevance = token_selector.rank(model, inputs, chosen_targets[start : start + rank_batch_size])
-        scores.append(relevance.detach().float().cpu())
-    relevance = torch.cat(scores)
-    if relevance.shape != (len(chosen), tokens) or not torch.isfinite(relevance).all():
-        raise ValueError(f"token selector returned {tuple(relevance.shape)} scores (finite required)")
+    relevance = rank_tokens(model, token_selector, data, targets, masks, chosen, rng, device, rank_batch_size)
     # Stable sort on −score: ties go to the lower position, so the choice is deterministic.
     top = torch.sort(-relevance, dim=1, stable=True).indices[:, :kept]
     kept_positions = top.sort(dim=1).values.numpy().astype(np.int64)
     return MemoryChoice(selection, kept_positions, budget_samples, top[:, 0].numpy().astype(np.int64))
+
+
+def rank_tokens(
+    model: ContinualModel,
+    token_selector: TokenSelector,
+    data: TokenBatch,
+    targets: torch.Tensor,
+    masks: torch.Tensor | None,
+    chosen: torch.Tensor,
+    rng: np.random.Generator,
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """The token selector's relevance [k, P] of the samples at ``chosen``, in batches, checked."""
+    chosen_targets = targets[chosen]
+    scores = []
+    for start in range(0, len(chosen), batch_size):
+        index = chosen[start : start + batch_size]
+        inputs = TokenInputs(data.take(index), rng, None if masks is None else masks[index], device)
+        relevance = token_selector.rank(model, inputs, chosen_targets[start : start + batch_size])
+        scores.append(relevance.detach().float().cpu())
+    relevance = torch.cat(scores) if scores else torch.zeros(0, data.positions.shape[1])
+    if relevance.shape != (len(chosen), data.positions.shape[1]) or not torch.isfinite(relevance).all():
+        raise ValueError(f"token selector returned {tuple(relevance.shape)} scores (finite required)")
+    return relevance
 
 
 def _check_selection(selection: Selection, pool_size: int, budget: int) -> None:
