@@ -14,16 +14,32 @@ import torch
 
 from benchmark import registry
 from benchmark.checkpoints import fit_to_model, read_checkpoint
-from benchmark.config import CellConfig
-from benchmark.memory import MemoryBuffer, kept_token_count, retention_budget_bytes
+from benchmark.config import AUTO, CellConfig
+from benchmark.memory import (
+    BLOCK_HEADER_BYTES,
+    LABEL_DTYPE,
+    POSITION_DTYPE,
+    MemoryBuffer,
+    kept_token_count,
+    retention_budget_bytes,
+)
 from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
 from benchmark.model import TokenBatch
+from benchmark.partial_inputs import PARTIAL_FRACTIONS, partial_row, token_orders
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.provenance import provenance
 from benchmark.results import FAILED, FINISHED, CellResult
-from benchmark.selection import attribution_quality, choose_memory, features_and_grads, sample_budget
+from benchmark.selection import (
+    attribution_quality,
+    choose_memory,
+    features_and_grads,
+    rank_tokens,
+    sample_budget,
+)
+from benchmark.token_split import AUTO_CANDIDATES, choose_token_fraction
 from benchmark.train import ContinualModel, TrainSettings, seeded_generator, train_experience, whole
 from methods.base import SamplePool, SampleSelector, TokenSelector
+from methods.tokengreedy import ByteCosts
 from tasks.base import Experience, TaskStream, patchify
 
 # Random input dropout on new data for core tokensets when the grid does not set it:
@@ -75,6 +91,7 @@ class ExperienceTensors:
     test_references: tuple[tuple[str, ...], ...] | None
     train_masks: torch.Tensor | None
     train_bytes: int
+    test_masks: torch.Tensor | None = None
 
     @property
     def text_tokens(self) -> int:
@@ -103,6 +120,7 @@ def to_tensors(experience: Experience, patch_size: int) -> ExperienceTensors:
         test_references=experience.test_references,
         train_masks=None if masks is None else torch.from_numpy(masks),
         train_bytes=experience.train_bytes,
+        test_masks=None if experience.test_masks is None else torch.from_numpy(experience.test_masks),
     )
 
 
@@ -138,6 +156,16 @@ def run_cell(
         )
 
 
+@dataclass(frozen=True)
+class StoredTask:
+    """What storing one task's memory measured."""
+
+    quality: dict[str, float] | None  # attribution quality of the kept tokens (tasks with masks)
+    token_fraction: float | None  # t used; None when tokens per sample vary (tokengreedy)
+    tokens_stored: int
+    auto_scores: dict[str, float] | None = None  # token_fraction = "auto": validation score per t
+
+
 def store_task_memory(
     model: ContinualModel,
     memory: MemoryBuffer,
@@ -148,16 +176,12 @@ def store_task_memory(
     token_selector: TokenSelector | None,
     settings: TrainSettings,
     device: torch.device,
-) -> dict[str, float] | None:
-    """Select task ``index``'s memory within its byte budget and store it; the attribution quality
-    of the kept tokens where the task has masks (None otherwise)."""
+) -> StoredTask:
+    """Select task ``index``'s memory within its byte budget and store it."""
     assert config.retention is not None
     tokens = current.train.positions.shape[1]
     budget_bytes = retention_budget_bytes(config.retention, current.train_bytes)
     patch_bytes = int(current.train.patches.shape[2])
-    budget = sample_budget(
-        budget_bytes, config.token_fraction, tokens, patch_bytes, current.text_tokens, current.label_tokens
-    )
     features, grads = features_and_grads(
         model,
         current.train,
@@ -169,10 +193,44 @@ def store_task_memory(
     memory_grads = None
     whole = memory.replay_set().whole() if sample_selector.needs_grads and len(memory) else None
     if whole is not None and whole[0].patches.shape[1] == tokens:
-        memory_grads = features_and_grads(model, whole[0], whole[1], True, settings.eval_batch_size, device)[
-            1
-        ]
+        memory_grads = features_and_grads(model, whole[0], whole[1], True, settings.eval_batch_size, device)
+        memory_grads = memory_grads[1]
     pool = SamplePool(features, grads, current.train_categories, memory_grads)
+    rng = np.random.default_rng([config.seed, 2, index])
+    if token_selector is not None and getattr(sample_selector, "selects_tokens", False):
+        return _store_pairs(
+            model, memory, current, index, pool, sample_selector, token_selector, budget_bytes, rng, device
+        )
+
+    def budget_at(fraction: float) -> int:
+        return sample_budget(
+            budget_bytes, fraction, tokens, patch_bytes, current.text_tokens, current.label_tokens
+        )
+
+    auto_scores = None
+    fraction = config.token_fraction
+    if fraction == AUTO:
+        assert token_selector is not None
+        split = choose_token_fraction(
+            model,
+            current.train,
+            current.train_targets,
+            current.train_categories,
+            current.train_masks,
+            grads,
+            features,
+            sample_selector,
+            token_selector,
+            {t: budget_at(t) for t in AUTO_CANDIDATES},
+            settings.replay_mode,
+            np.random.default_rng([config.seed, 5, index]),
+            settings.eval_batch_size,
+            device,
+        )
+        fraction = split.token_fraction
+        auto_scores = {f"accuracy@{t}": v for t, v in split.scores.items()}
+        auto_scores.update({f"margin@{t}": v for t, v in split.margins.items()})
+    assert isinstance(fraction, float)
     choice = choose_memory(
         model,
         pool,
@@ -181,9 +239,9 @@ def store_task_memory(
         current.train_masks,
         sample_selector,
         token_selector,
-        config.token_fraction,
-        budget,
-        np.random.default_rng([config.seed, 2, index]),
+        fraction,
+        budget_at(fraction),
+        rng,
         device,
     )
     chosen = torch.from_numpy(choice.selection.indices)
@@ -195,8 +253,87 @@ def store_task_memory(
         if current.train_masks is not None:
             quality = attribution_quality(kept, choice.top_tokens, current.train_masks[chosen].numpy())
     text = None if current.train.text is None else current.train.text[chosen].numpy()
-    memory.add(index, stored_patches, kept, current.train_targets[chosen].numpy(), budget_bytes, text)
-    return quality
+    entry = memory.add(index, stored_patches, kept, current.train_targets[chosen].numpy(), budget_bytes, text)
+    return StoredTask(quality, fraction, entry.tokens_stored, auto_scores)
+
+
+def _store_pairs(
+    model: ContinualModel,
+    memory: MemoryBuffer,
+    current: ExperienceTensors,
+    index: int,
+    pool: SamplePool,
+    sample_selector: SampleSelector,
+    token_selector: TokenSelector,
+    budget_bytes: int,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> StoredTask:
+    """Single-stage selection (``tokengreedy``): every sample's tokens ranked, pairs kept within the bytes."""
+    tokens = current.train.positions.shape[1]
+    everyone = torch.arange(len(pool))
+    relevance = rank_tokens(
+        model,
+        token_selector,
+        current.train,
+        current.train_targets,
+        current.train_masks,
+        everyone,
+        rng,
+        device,
+    )
+    costs = ByteCosts(
+        tokens=tokens,
+        patch_bytes=int(current.train.patches.shape[2]),
+        position_bytes=np.dtype(POSITION_DTYPE).itemsize,
+        sample_bytes=(current.label_tokens + current.text_tokens) * np.dtype(LABEL_DTYPE).itemsize,
+        reserve_bytes=BLOCK_HEADER_BYTES * tokens,
+    )
+    picked = sample_selector.select_pairs(pool, relevance.numpy(), budget_bytes, costs)  # type: ignore[attr-defined]
+    by_count: dict[int, list[int]] = {}
+    for sample, kept in picked.items():
+        by_count.setdefault(len(kept), []).append(sample)
+    blocks = []
+    for count in sorted(by_count, reverse=True):
+        samples = np.asarray(by_count[count], dtype=np.int64)
+        positions = np.stack([picked[int(i)] for i in samples])
+        patches = np.take_along_axis(current.train.patches[samples].numpy(), positions[:, :, None], axis=1)
+        text = None if current.train.text is None else current.train.text[samples].numpy()
+        blocks.append(memory.block(patches, positions, current.train_targets[samples].numpy(), text))
+    if not blocks:
+        blocks.append(
+            memory.block(current.train.patches[:0].numpy(), None, current.train_targets[:0].numpy())
+        )
+    entry = memory.add_blocks(index, blocks, budget_bytes)
+    quality = None
+    if current.train_masks is not None and picked:
+        masks = current.train_masks.numpy()
+        inside = [masks[i, kept] for i, kept in picked.items()]
+        top = {i: int(relevance[i].argmax()) for i in picked}
+        quality = {
+            "precision": float(np.mean([m.mean() for m in inside])),
+            "recall": float(
+                np.mean(
+                    [
+                        m.sum() / max(masks[i].sum(), 1)
+                        for (i, _), m in zip(picked.items(), inside, strict=True)
+                    ]
+                )
+            ),
+            "pointing_game": float(np.mean([masks[i, top[i]] for i in picked])),
+        }
+    return StoredTask(quality, None, entry.tokens_stored)
+
+
+def _tokens_per_sample(
+    config: CellConfig, stored_tasks: list[StoredTask], tokens: int, uses_memory: bool
+) -> int | None:
+    """Tokens each stored sample keeps, where that is one number for the whole cell."""
+    if not uses_memory:
+        return None
+    if isinstance(config.token_fraction, float) and all(s.token_fraction is not None for s in stored_tasks):
+        return kept_token_count(config.token_fraction, tokens)
+    return None
 
 
 def _run_cell(
@@ -251,11 +388,25 @@ def _run_cell(
             for d in data
         ]
 
+    partial_fractions = sorted(
+        {*PARTIAL_FRACTIONS, *([config.token_fraction] if isinstance(config.token_fraction, float) else [])},
+        reverse=True,
+    )
+    orders = token_orders([d.test for d in data], [d.test_masks for d in data], config.seed)
+    partial: dict[str, dict[str, list[list[float]]]] = {}
+
+    def evaluate_partial(batch: TokenBatch, task: int) -> float:
+        d = data[task]
+        return objective.evaluate(
+            model, batch, d.test_targets, d.test_references, settings.eval_batch_size, device
+        )
+
     memory = MemoryBuffer(stream.tokens)
     tasks = len(data)
     matrix = np.zeros((tasks, tasks))
     train_seconds = select_seconds = 0.0
     attribution_rows: list[dict[str, float]] = []
+    stored_tasks: list[StoredTask] = []
     attribution_weights: list[int] = []
     for index, current in enumerate(data):
         tick = time.perf_counter()
@@ -275,15 +426,23 @@ def _run_cell(
         )
         train_seconds += time.perf_counter() - tick
         matrix[index] = evaluate_all()
+        if config.train.partial_inputs:
+            row = partial_row(
+                evaluate_partial, [d.test for d in data], orders, partial_fractions, settings.replay_mode
+            )
+            for mode, per_fraction in row.items():
+                for fraction, values in per_fraction.items():
+                    partial.setdefault(mode, {}).setdefault(fraction, []).append(values)
         if not sample_selector.uses_memory or index == tasks - 1:
             continue  # the last task's memory would never be replayed
         tick = time.perf_counter()
         status(f"task {index + 1}/{tasks} selecting memory", 0)
-        quality = store_task_memory(
+        stored = store_task_memory(
             model, memory, current, index, config, sample_selector, token_selector, settings, device
         )
-        if quality is not None:
-            attribution_rows.append(quality)
+        stored_tasks.append(stored)
+        if stored.quality is not None:
+            attribution_rows.append(stored.quality)
             attribution_weights.append(len(memory.entries[-1]))
         select_seconds += time.perf_counter() - tick
     attribution = None
@@ -306,8 +465,14 @@ def _run_cell(
         bytes_used_per_task=[e.nbytes for e in memory.entries],
         bytes_allowed_per_task=[e.bytes_allowed for e in memory.entries],
         samples_per_task=[len(e) for e in memory.entries],
-        tokens_per_sample=(
-            kept_token_count(config.token_fraction, stream.tokens) if sample_selector.uses_memory else None
+        tokens_per_sample=_tokens_per_sample(
+            config, stored_tasks, stream.tokens, sample_selector.uses_memory
+        ),
+        tokens_per_task=[s.tokens_stored for s in stored_tasks],
+        token_fraction_per_task=[s.token_fraction for s in stored_tasks],
+        partial_input_accuracy=partial or None,
+        auto_token_fraction_scores=(
+            [s.auto_scores for s in stored_tasks] if config.token_fraction == AUTO else None
         ),
         attribution=attribution,
         selection_seconds=select_seconds,

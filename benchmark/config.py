@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ParamValue = Any  # a TOML scalar, list or table
+AUTO = "auto"  # token_fraction = "auto": t picked per task on held-out training data (benchmark.token_split)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TrainConfig:
     # Core tokenset replay: "drop" feeds the kept tokens only, "mask" all positions (mask token for the rest).
     replay: str = "drop"
     pretrain_token_dropout: float = 0.0  # the backbone pretrained with this patch-token dropout (weights/)
+    partial_inputs: bool = False  # also measure accuracy on partial test inputs after each task (costs time)
 
     def __post_init__(self) -> None:
         checks = [
@@ -70,7 +72,7 @@ class CellConfig:
     selector_params: dict[str, ParamValue]
     token_selector_params: dict[str, ParamValue]
     retention: float | None  # None for the bounds that store nothing (none, joint)
-    token_fraction: float
+    token_fraction: float | str  # t in (0, 1], or AUTO
     seed: int
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -90,12 +92,17 @@ class CellConfig:
     @property
     def label(self) -> str:
         retention = "-" if self.retention is None else f"{self.retention:g}"
-        return f"{self.task} {self.method} r={retention} t={self.token_fraction:g} seed={self.seed}"
+        fraction = self.token_fraction if isinstance(self.token_fraction, str) else f"{self.token_fraction:g}"
+        return f"{self.task} {self.method} r={retention} t={fraction} seed={self.seed}"
 
 
 # Fields added after results were first committed, with the value that reproduces the older behaviour:
 # left out of the hash at that value, so that adding an option does not rename every finished cell.
-LATER_TRAIN_FIELDS: dict[str, ParamValue] = {"replay": "drop", "pretrain_token_dropout": 0.0}
+LATER_TRAIN_FIELDS: dict[str, ParamValue] = {
+    "replay": "drop",
+    "pretrain_token_dropout": 0.0,
+    "partial_inputs": False,
+}
 
 
 def config_hash(cell: CellConfig) -> str:

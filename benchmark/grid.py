@@ -5,7 +5,7 @@
     methods = ["none", "joint", "random", "gradmatch+gradlrp"]
     retention = [0.01, 0.05, 0.1]          # fractions in (0, 1]
     seeds = [0, 1, 2]
-    token_fraction = [0.25]                # optional: t for core tokensets (an axis)
+    token_fraction = [0.25]                # optional: t for core tokensets (an axis); "auto" picks t per task
 
     [train]                                # optional: benchmark.config.TrainConfig fields
     epochs = 3
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import registry
-from benchmark.config import CellConfig, TrainConfig
+from benchmark.config import AUTO, CellConfig, TrainConfig
 from benchmark.errors import UserError
 from benchmark.registry import unknown_name_message
 
@@ -117,9 +117,7 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
     methods = [_check_type(m, str, "methods", where) for m in raw["methods"]]
     seeds = [_check_type(s, int, "seeds", where) for s in raw["seeds"]]
     retentions = [_fraction(r, "retention", where) for r in raw["retention"]]
-    token_fractions = _fractions(
-        raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), "token_fraction", where
-    )
+    token_fractions = _token_fractions(raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), where)
     tables = {key: _table(raw.get(key, {}), key, where) for key in TABLE_KEYS}
     train = _train_config(tables["train"], where)
     for task in tasks:
@@ -151,7 +149,9 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
         for key in method_table:
             if key != "token_fraction":
                 raise UserError(f"{where}: method_params.{method}: unknown key {key!r} (only token_fraction)")
-        fractions = _fractions(method_table.get("token_fraction", token_fractions), "token_fraction", where)
+        fractions = _token_fractions(method_table.get("token_fraction", token_fractions), where)
+        if getattr(selector, "selects_tokens", False) and token_name is not None:
+            fractions = [1.0]  # single-stage selection: the byte budget, not t, sets tokens per sample
         for task in tasks:
             for seed in seeds:
                 common = {
@@ -317,6 +317,15 @@ def _fraction(value: Any, key: str, where: str) -> float:
 def _fractions(value: Any, key: str, where: str) -> list[float]:
     _check_list(value, key, where)
     return [_fraction(v, key, where) for v in value]
+
+
+def _token_fractions(value: Any, where: str) -> list[float | str]:
+    """Token fractions in (0, 1], or "auto" (t picked per task on held-out training data)."""
+    _check_list(value, "token_fraction", where)
+    for v in value:
+        if isinstance(v, str) and v != AUTO:
+            raise UserError(f'{where}: token_fraction values must be numbers or "auto", got {v!r}')
+    return [v if v == AUTO else _fraction(v, "token_fraction", where) for v in value]
 
 
 def _table(value: Any, key: str, where: str) -> dict[str, Any]:

@@ -9,11 +9,13 @@ import torch
 from benchmark import registry
 from benchmark.cell import TaskCache
 from benchmark.checkpoints import check_fits, read_checkpoint
+from benchmark.config import AUTO
 from benchmark.errors import UserError
 from benchmark.grid import Grid
 from benchmark.memory import kept_token_count, retention_budget_bytes, stored_sample_bytes
 from benchmark.model import TokenViT
 from benchmark.pretrain import default_recipe, weights_path
+from benchmark.token_split import AUTO_CANDIDATES
 
 
 def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
@@ -53,8 +55,9 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
             patch_bytes = experience.train_images[0].nbytes // stream.tokens
             text_tokens = 0 if experience.train_text is None else experience.train_text.shape[1]
             label_tokens = 1 if experience.train_labels.ndim == 1 else experience.train_labels.shape[1]
+            fraction = min(AUTO_CANDIDATES) if cell.token_fraction == AUTO else float(cell.token_fraction)
             per_sample = stored_sample_bytes(
-                kept_token_count(cell.token_fraction, stream.tokens),
+                kept_token_count(fraction, stream.tokens),
                 stream.tokens,
                 patch_bytes,
                 text_tokens,
@@ -64,5 +67,5 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
                 raise UserError(
                     f"impossible budget: retention {cell.retention:g} of {cell.task} task {index + 1} is "
                     f"{budget} bytes, less than one stored sample ({per_sample} bytes at token fraction "
-                    f"{cell.token_fraction:g})"
+                    f"{fraction:g})"
                 )

@@ -35,7 +35,12 @@ class CellResult:
     bytes_used_per_task: list[int] = field(default_factory=list)
     bytes_allowed_per_task: list[int] = field(default_factory=list)
     samples_per_task: list[int] = field(default_factory=list)
-    tokens_per_sample: int | None = None
+    tokens_per_sample: int | None = None  # None where it varies (tokengreedy, token_fraction = "auto")
+    tokens_per_task: list[int] = field(default_factory=list)  # patch tokens stored per finished task
+    token_fraction_per_task: list[float | None] = field(default_factory=list)  # t used (None: varies)
+    # token_fraction = "auto": per task, held-out nearest-neighbour accuracy@t and margin@t per candidate t
+    auto_token_fraction_scores: list[dict[str, float] | None] | None = None
+    partial_input_accuracy: dict[str, dict[str, list[list[float]]]] | None = None  # mode → t → matrix
     attribution: dict[str, float] | None = None
     selection_seconds: float = 0.0
     training_seconds: float = 0.0

@@ -37,6 +37,19 @@ CASES = [
     ),
     (GOOD_NAMED.replace("seeds = [0]", "seeds = []"), [], "'seeds' is empty"),
     (GOOD_NAMED.replace('["random"]', '["random", "random"]'), [], "lists 'random' twice"),
+    (GOOD_NAMED + "[train]\nreplay = 'zero'\n", [], "replay must be 'drop' or 'mask', got 'zero'"),
+    (
+        GOOD_NAMED.replace('["random"]', '["random+random"]') + "token_fraction = [0]\n",
+        [],
+        "token_fraction 0 is outside (0, 1]",
+    ),
+    (
+        GOOD_NAMED.replace('["random"]', '["random+random"]') + 'token_fraction = ["automatic"]\n',
+        [],
+        'token_fraction values must be numbers or "auto"',
+    ),
+    (GOOD_NAMED + "[train]\npretrain_token_dropout = 1.0\n", [], "pretrain_token_dropout must be in [0, 1)"),
+    (GOOD_NAMED + "[train]\npretrain_token_dropout = 0.3\n", [], "--token-dropout 0.3"),
     (GOOD_NAMED.replace("[0.1]", "[0.00001]"), [], "impossible budget"),
     (
         GOOD_NAMED + '\n[task_params.split-cifar100]\nroot = "/nonexistent"\n',
