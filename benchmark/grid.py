@@ -22,6 +22,14 @@
     tasks = ["split-digits"]
     methods = ["gradmatch+gradlrp"]
 
+    [[variant]]                            # optional: the grid again with these keys changed
+    train = { replay = "mask" }            # tables merge key by key; lists and values replace
+    methods = ["random+gradlrp"]
+
+A grid with variants is the union of the base grid and each variant (a star
+design: sweep one axis at a time around a base regime, instead of the whole
+product); a cell in several of them runs once.
+
 TOML cannot hold both ``tasks = [...]`` and a table ``[tasks.<name>]``, so the
 per-entry tables of DESIGN's contract are spelled ``[task_params.<name>]`` and
 ``[sample_selector_params.<name>]`` / ``[token_selector_params.<name>]``.
@@ -46,7 +54,7 @@ from benchmark.registry import unknown_name_message
 
 LIST_KEYS = ("tasks", "methods", "retention", "seeds")
 TABLE_KEYS = ("train", "task_params", "sample_selector_params", "token_selector_params", "method_params")
-OPTIONAL_KEYS = ("name", "token_fraction", "description", "exclude")
+OPTIONAL_KEYS = ("name", "token_fraction", "description", "exclude", "variant")
 EXCLUDE_KEYS = ("tasks", "methods", "retention", "seeds")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
 # [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
@@ -76,7 +84,39 @@ def load_grid(path: Path, overrides: Sequence[str] = ()) -> Grid:
         raise UserError(f"malformed grid {path}: {error}") from None
     except OSError as error:
         raise UserError(f"cannot read grid {path}: {error.strerror}") from None
-    return expand_grid(apply_overrides(raw, overrides), path)
+    return expand_with_variants(apply_overrides(raw, overrides), path)
+
+
+def expand_with_variants(raw: dict[str, Any], path: Path) -> Grid:
+    """The base grid plus each ``[[variant]]`` (the base with the variant's keys merged in), cells unique."""
+    variants = raw.get("variant", [])
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise UserError(f"grid {path.name}: 'variant' must be an array of tables ([[variant]])")
+    base = {k: v for k, v in raw.items() if k != "variant"}
+    grid = expand_grid(base, path)
+    cells = {cell.config_hash: cell for cell in grid.cells}
+    for number, variant in enumerate(variants, start=1):
+        if "name" in variant or "variant" in variant:
+            raise UserError(f"grid {path.name}: variant {number} may not set 'name' or 'variant'")
+        merged = merge_tables(base, variant)
+        try:
+            extra = expand_grid(merged, path)
+        except UserError as error:
+            raise UserError(f"variant {number}: {error}") from None
+        for cell in extra.cells:
+            cells.setdefault(cell.config_hash, cell)
+    return Grid(name=grid.name, path=path, cells=tuple(cells.values()), description=grid.description)
+
+
+def merge_tables(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``change`` applied: tables merge key by key (recursively), anything else replaces."""
+    result = copy.deepcopy(base)
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge_tables(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

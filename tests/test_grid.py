@@ -144,3 +144,46 @@ def test_overrides_set_dotted_keys_before_validation(tmp_path: Path) -> None:
         load_grid(grid_file, ["seeds"])
     with pytest.raises(UserError, match="outside"):
         load_grid(grid_file, ["retention=[2.0]"])
+
+
+def test_variants_add_the_base_grid_with_their_keys_changed(tmp_path: Path) -> None:
+    path = tmp_path / "star.toml"
+    path.write_text(
+        'tasks = ["split-shapes"]\nmethods = ["random", "random+random"]\nretention = [0.1]\nseeds = [0]\n'
+        "token_fraction = [0.25]\n"
+        '[[variant]]\ntrain = { replay = "mask" }\nmethods = ["random+random"]\n'
+        '[[variant]]\ntask_params = { "split-shapes" = { object_scale = 0.2 } }\n'
+        '[[variant]]\nmethods = ["random"]\n'  # adds nothing new: every cell is already in the base
+    )
+    cells = load_grid(path).cells
+    assert len(cells) == 2 + 1 + 2
+    assert len({c.config_hash for c in cells}) == len(cells)
+    masked = [c for c in cells if c.train.replay == "mask"]
+    assert [c.method for c in masked] == ["random+random"]
+    small = [c for c in cells if c.task_params["object_scale"] == 0.2]
+    assert sorted(c.method for c in small) == ["random", "random+random"]
+    assert all(c.train.replay == "drop" for c in small)  # a variant changes only what it names
+
+
+def test_a_bad_variant_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'tasks = ["split-shapes"]\nmethods = ["random"]\nretention = [0.1]\nseeds = [0]\n'
+        '[[variant]]\ntrain = { replay = "zero" }\n'
+    )
+    with pytest.raises(UserError, match=r"variant 1: .*replay must be 'drop' or 'mask'"):
+        load_grid(path)
+
+
+def test_auto_is_a_token_fraction_and_tokengreedy_ignores_t(tmp_path: Path) -> None:
+    path = tmp_path / "auto.toml"
+    path.write_text(
+        'tasks = ["split-shapes"]\nmethods = ["random+rollout", "tokengreedy+rollout"]\nretention = [0.1]\n'
+        'seeds = [0]\ntoken_fraction = [0.25, "auto"]\n'
+    )
+    fractions = sorted((c.method, str(c.token_fraction)) for c in load_grid(path).cells)
+    assert fractions == [
+        ("random+rollout", "0.25"),
+        ("random+rollout", "auto"),
+        ("tokengreedy+rollout", "1.0"),
+    ]
