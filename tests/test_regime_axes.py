@@ -10,8 +10,10 @@ import pytest
 
 from benchmark import registry
 from benchmark.cli import main
+from benchmark.grid import load_grid
 from tasks.base import Experience, TaskStream, blur_boundaries, class_incremental
 from tasks.procedural import TASK_SHAPE_CLASSES, class_prototypes, render_shapes
+from tests.conftest import GRIDS, REPO_ROOT
 from tests.test_cli import GOOD, run_cli
 
 SMALL_SHAPES = {"train_per_class": 20, "test_per_class": 5}
@@ -78,6 +80,17 @@ def test_overlap_moves_next_task_samples_earlier_and_loses_none(task: str) -> No
     assert sorted(rows) == sorted(image_rows(sharp.experiences))  # and none lost: the total is kept
     again = build(task, boundary_overlap=0.2)
     assert stream_digest(again) == stream_digest(blurred)  # seeded
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs benchmark/config.py to leave boundary_overlap = 0 out of the hash (LATER_TASK_PARAMS, "
+    "as LATER_TRAIN_FIELDS does for [train]); the engine owner's file",
+)
+def test_the_new_parameter_keeps_the_names_of_committed_cells() -> None:
+    """Adding boundary_overlap (default 0) must not rename the finished cells of the default grid."""
+    committed = {path.stem for path in (REPO_ROOT / "results" / "default" / "cells").glob("*.json")}
+    assert {cell.config_hash for cell in load_grid(GRIDS / "default.toml").cells} <= committed
 
 
 def test_blur_boundaries_counts_on_index_arrays() -> None:
