@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -246,7 +247,7 @@ def value_order(value: Any) -> tuple:
         return (0, 0.0, "")
     if isinstance(value, bool):
         return (3, 0.0, str(value))
-    if isinstance(value, int | float):
+    if isinstance(value, numbers.Real):  # numpy scalars too
         return (1, float(value), "")
     return (2 if value == AUTO else 3, 0.0, str(value))
 

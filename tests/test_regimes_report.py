@@ -42,6 +42,7 @@ def record(
     accuracy: float,
     *,
     object_scale: float = 0.2,
+    modes_per_class: int = 1,
     token_fraction: float | str = 1.0,
     replay: str = "drop",
     **extra: Any,
@@ -50,7 +51,11 @@ def record(
     config = {
         "grid": "regimes",
         "task": TASK,
-        "task_params": {"object_scale": object_scale, "modes_per_class": 1, "train_per_class": 150},
+        "task_params": {
+            "object_scale": object_scale,
+            "modes_per_class": modes_per_class,
+            "train_per_class": 150,
+        },
         "method": method,
         "sample_selector": sample_selector,
         "token_selector": token_selector or None,
@@ -230,6 +235,22 @@ def test_heatmap_fixes_other_axes_at_their_most_common_value() -> None:
     assert "train.replay=drop" in figure.texts[0].get_text().replace("\n", " ")
     plotted = np.asarray(figure.axes[0].collections[0].get_array())
     assert plotted.max() == pytest.approx(0.13)  # the 0.35 advantage under "mask" is not drawn here
+
+
+def test_heatmap_axes_are_in_numeric_order() -> None:
+    records = []
+    for modes in (10, 2, 1):
+        for seed in SEEDS:
+            records.append(record("random", 0.1, seed, 0.6, modes_per_class=modes))
+            records.append(record("random+random", 0.1, seed, 0.6 + 0.01 * modes, modes_per_class=modes,
+                                  token_fraction=0.25))  # fmt: skip
+            records.append(record("random+random", 0.1, seed, 0.5, modes_per_class=modes, token_fraction=0.5))
+    table = regime_table(records, per_token_fraction=True)
+    figures = draw_regime_heatmaps(table, default_axes_pairs(table))
+    axes = figures["split-shapes_token_fraction_x_modes_per_class"].axes[0]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["1", "2", "10"]
+    plotted = np.asarray(axes.collections[0].get_array()).reshape(2, 3)
+    np.testing.assert_allclose(plotted, [[0.01, 0.02, 0.1], [-0.1, -0.1, -0.1]])
 
 
 def test_partial_input_accuracy_is_the_mean_of_the_last_row() -> None:
