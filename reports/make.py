@@ -23,6 +23,7 @@ from reports.leaderboard import (
     write_csv,
     write_tables,
 )
+from reports.regimes import write_regime_report
 from reports.site import write_site
 
 MATRIX_GLOB = "accuracy_matrix_*"
@@ -39,7 +40,9 @@ def make_report(
     at several token fractions); and one attribution gallery, computed at report time on the first task
     with ground-truth masks (``gallery=False`` skips it; without such a task it is skipped with a note).
     Accuracy matrices and budget-split figures of an earlier report that this one does not draw are
-    removed. Raises ``UserError`` when ``results_dir`` holds no finished cell.
+    removed. When the records sweep a token fraction or a regime axis (``reports.regimes``), also the
+    regime map: ``regimes.md``, ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes").
+    Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
     records = load_results(results_dir)
     frame = leaderboard_frame(records)
@@ -63,12 +66,14 @@ def make_report(
     else:
         notes.append("Attribution gallery not made for this report (gallery=False).")
     failed = _write_failed(records, out_dir / "failed.md")
+    regimes = write_regime_report(records, out_dir, caption)
     outputs = {
         "tables": write_tables(frame, out_dir, caption),
         "csv": [write_csv(frame, out_dir / "leaderboard.csv")],
         "figures": figures,
         "gallery": gallery_paths,
         "failed": failed,
+        "regimes": regimes,
     }
     if site:
         failed_count = len(failed_frame(records)) if failed else 0

@@ -147,6 +147,12 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def check_boundary_overlap(boundary_overlap: float) -> None:
+    """A one-line ``ValueError`` unless ``boundary_overlap`` is in [0, 1)."""
+    if not 0.0 <= boundary_overlap < 1.0:
+        raise ValueError(f"boundary_overlap must be in [0, 1), got {boundary_overlap:g}")
+
+
 def class_incremental(
     images: np.ndarray,
     labels: np.ndarray,
@@ -155,14 +161,30 @@ def class_incremental(
     class_order: list[int],
     classes_per_task: int,
     masks: np.ndarray | None = None,
+    *,
+    boundary_overlap: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[Experience, ...]:
-    """Split a labelled set into experiences of ``classes_per_task`` consecutive classes."""
+    """Split a labelled set into experiences of ``classes_per_task`` consecutive classes.
+
+    ``boundary_overlap`` > 0 blurs the task boundaries (see ``blur_boundaries``); it needs the task's
+    seeded ``rng``. At 0 nothing is drawn and the stream is the sharp one. Test sets and
+    ``Experience.classes`` (the task's own classes) are never changed.
+    """
     if len(class_order) % classes_per_task:
         raise ValueError(f"{len(class_order)} classes do not split into tasks of {classes_per_task}")
+    check_boundary_overlap(boundary_overlap)
+    tasks = [
+        tuple(class_order[start : start + classes_per_task])
+        for start in range(0, len(class_order), classes_per_task)
+    ]
+    trains = [train_index[np.isin(labels[train_index], classes)] for classes in tasks]
+    if boundary_overlap > 0.0:
+        if rng is None:
+            raise ValueError("boundary_overlap > 0 needs the task's seeded generator (rng)")
+        trains = blur_boundaries(trains, boundary_overlap, rng)
     experiences = []
-    for start in range(0, len(class_order), classes_per_task):
-        classes = tuple(class_order[start : start + classes_per_task])
-        train = train_index[np.isin(labels[train_index], classes)]
+    for classes, train in zip(tasks, trains, strict=True):
         test = test_index[np.isin(labels[test_index], classes)]
         experiences.append(
             Experience(
@@ -176,3 +198,26 @@ def class_incremental(
             )
         )
     return tuple(experiences)
+
+
+def blur_boundaries(trains: list[np.ndarray], overlap: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Move training samples of each task's classes one task earlier, so that boundaries overlap.
+
+    ``trains[i]`` holds the sample indices of task i's classes. For each task i but the last,
+    m_i = round(overlap · len(trains[i])) samples are drawn (``rng``, without replacement) from what
+    is left of task i+1's own samples and moved into task i. So task i (0 < i < last) gives m_{i-1}
+    of its samples to task i-1 and takes m_i from task i+1: with tasks of equal size its size is
+    unchanged and a fraction ``overlap`` of it is next-task data; task 0 only takes (its next-task
+    fraction is overlap / (1 + overlap)); the last task only gives. Every sample stays in exactly one
+    task and the total is unchanged. Indices come back sorted.
+    """
+    own = [np.asarray(train) for train in trains]
+    blurred = []
+    for task in range(len(own) - 1):
+        count = min(round(overlap * len(trains[task])), len(own[task + 1]))
+        picked = rng.choice(len(own[task + 1]), size=count, replace=False)
+        moved = own[task + 1][picked]
+        own[task + 1] = np.delete(own[task + 1], picked)
+        blurred.append(np.sort(np.concatenate([own[task], moved])))
+    blurred.append(own[-1])
+    return blurred

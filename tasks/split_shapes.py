@@ -5,13 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
-from tasks.base import BackboneSpec, TaskStream, class_incremental, pixel_mask_to_patches
+from tasks.base import (
+    BackboneSpec,
+    TaskStream,
+    check_boundary_overlap,
+    class_incremental,
+    pixel_mask_to_patches,
+)
 from tasks.procedural import TASK_SHAPE_CLASSES, render_shapes
 
 
 @registry.register("task", "split-shapes")
 class SplitShapes:
-    """Procedural 32×32 shape×colour images on clutter, 16 tokens, 5 tasks of 2 classes, with object masks."""
+    """Procedural 32×32 shape×colour images on clutter, 16 tokens, 5 tasks of 2 classes, with object masks.
+
+    Regime parameters: ``modes_per_class`` appearance modes per class (1: one prototype; k: k
+    prototypes of distinct rotation, size, aspect and shade), ``object_scale`` the object's diameter
+    as a fraction of the image side, ``boundary_overlap`` the fraction of each task's training data
+    drawn from the next task's classes (``tasks.base.blur_boundaries``; 0: sharp boundaries).
+    """
 
     def __init__(
         self,
@@ -27,6 +39,7 @@ class SplitShapes:
         mask_min_fraction: float = 0.25,
         data_seed: int = 0,
         epochs: int = 3,
+        boundary_overlap: float = 0.0,
     ) -> None:
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -36,6 +49,7 @@ class SplitShapes:
             raise ValueError(f"modes_per_class must be at least 1, got {modes_per_class}")
         if train_per_class < 1 or test_per_class < 1:
             raise ValueError("train_per_class and test_per_class must be at least 1")
+        check_boundary_overlap(boundary_overlap)
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
         self.image_size = image_size
@@ -47,6 +61,7 @@ class SplitShapes:
         self.mask_min_fraction = mask_min_fraction
         self.data_seed = data_seed
         self.epochs = epochs
+        self.boundary_overlap = boundary_overlap
 
     def build(self) -> TaskStream:
         rng = np.random.default_rng(self.data_seed)
@@ -73,6 +88,8 @@ class SplitShapes:
             list(range(len(TASK_SHAPE_CLASSES))),
             self.classes_per_task,
             masks,
+            boundary_overlap=self.boundary_overlap,
+            rng=rng,
         )
         backbone = BackboneSpec(
             image_size=self.image_size, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15"

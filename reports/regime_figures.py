@@ -1,0 +1,327 @@
+"""Regime-map figures: heat maps of the core tokenset − coreset difference over pairs of swept axes,
+and accuracy against token fraction at fixed bytes beside accuracy on partial test inputs.
+
+Drawn like ``reports.figures``: ``matplotlib.figure.Figure`` on the Agg canvas, paper style, seaborn
+palettes; the caller saves them (``reports.figures.save_figure``) under ``PAPER_STYLE``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from reports.figures import CAPTION_FONT_SIZE, COLUMN_WIDTH_INCHES, NARROW_WRAP_CHARS, file_slug
+from reports.leaderboard import Record
+from reports.regime_table import (
+    AUTO,
+    CORESET,
+    TOKEN_FRACTION,
+    TOKENSET,
+    Cell,
+    best_candidate,
+    display_value,
+    fraction_order,
+    regime_cells,
+    value_order,
+    varying_axes,
+)
+from reports.stats import mean_ci
+
+HEATMAP_CMAP = "vlag"  # diverging, blue (coreset better) – white (0) – red (core tokenset better)
+SIGNIFICANT_MARK = "*"
+LINE_STYLES = ("-", "--", ":", "-.")
+RANKING_COLORS = {"random": "0.35", "oracle": sns.color_palette("colorblind")[1]}
+
+
+# --- heat maps ---------------------------------------------------------------------------------------
+
+
+def default_axes_pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Every pair of the table's varying axes, retention (then token fraction) first in a pair."""
+    axes = varying_axes(table)
+    first = [axis for axis in ("retention", TOKEN_FRACTION) if axis in axes]
+    ordered = [*first, *[axis for axis in axes if axis not in first]]
+    return list(itertools.combinations(ordered, 2))
+
+
+def most_common(values: Iterable[Any]) -> Any:
+    """The most frequent value (compared as displayed); ties go to the first in ``value_order``."""
+    values = list(values)
+    counts = Counter(display_value(value) for value in values)
+    return min(values, key=lambda value: (-counts[display_value(value)], value_order(value)))
+
+
+T = TypeVar("T")
+
+
+def fix_at_most_common(
+    items: Sequence[T], axes: Sequence[str], value_of: Callable[[T, str], Any]
+) -> tuple[list[T], dict[str, Any]]:
+    """Keep the items at the most common value of each axis in turn; those values, by axis."""
+    kept, fixed = list(items), {}
+    for axis in axes:
+        fixed[axis] = most_common(value_of(item, axis) for item in kept)
+        kept = [item for item in kept if display_value(value_of(item, axis)) == display_value(fixed[axis])]
+    return kept, fixed
+
+
+def heatmap_grid(
+    rows: pd.DataFrame, row_axis: str, column_axis: str
+) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(row values, column values, mean differences [r, c] NaN where not run, CI-excludes-0 flags)."""
+    row_values = sorted(set(rows[row_axis]), key=value_order)
+    column_values = sorted(set(rows[column_axis]), key=value_order)
+    values = np.full((len(row_values), len(column_values)), np.nan)
+    flags = np.zeros(values.shape, dtype=bool)
+    for _, row in rows.iterrows():
+        i, j = row_values.index(row[row_axis]), column_values.index(row[column_axis])
+        values[i, j] = row["difference_mean"]
+        flags[i, j] = bool(row["excludes_zero"])
+    return row_values, column_values, values, flags
+
+
+def draw_heatmap(rows: pd.DataFrame, row_axis: str, column_axis: str, title: str) -> Figure:
+    row_values, column_values, values, flags = heatmap_grid(rows, row_axis, column_axis)
+    finite = np.abs(values[np.isfinite(values)])
+    limit = max(float(finite.max()) if finite.size else 0.0, 0.01)
+    width = min(max(1.6 + 0.55 * len(column_values), COLUMN_WIDTH_INCHES), 2 * COLUMN_WIDTH_INCHES)
+    figure = Figure(figsize=(width, 1.5 + 0.32 * len(row_values)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    sns.heatmap(
+        pd.DataFrame(
+            values,
+            index=[display_value(v) for v in row_values],
+            columns=[display_value(v) for v in column_values],
+        ),
+        ax=axes,
+        cmap=HEATMAP_CMAP,
+        center=0.0,
+        vmin=-limit,
+        vmax=limit,
+        linewidths=0.4,
+        linecolor="white",
+        cbar_kws={"label": "Δ final accuracy"},
+    )
+    for (i, j), value in np.ndenumerate(values):
+        if math.isnan(value):
+            continue
+        significant = bool(flags[i, j])
+        axes.text(
+            j + 0.5,
+            i + 0.5,
+            f"{value:+.3f}{SIGNIFICANT_MARK if significant else ''}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            fontweight="bold" if significant else "normal",
+        )
+    axes.set_xlabel(column_axis)
+    axes.set_ylabel(row_axis)
+    axes.tick_params(axis="y", labelrotation=0)
+    axes.tick_params(length=0)
+    figure.suptitle(textwrap.fill(title, NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25")
+    return figure
+
+
+def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, str]]) -> dict[str, Figure]:
+    """One heat map per task and pair of axes that both vary among that task's rows of ``table``.
+
+    Cells: mean difference core tokenset − coreset (``difference_mean``), diverging colours centred
+    at 0, the value written in each cell, bold with a star where its 95% CI excludes 0. Every other
+    axis that varies is fixed at its most common value (named in the title). ``table`` is a
+    ``regime_table`` (per token fraction when a pair names ``token_fraction``). Keys: file-name
+    stems, ``<task>_<row axis>_x_<column axis>``.
+    """
+    figures: dict[str, Figure] = {}
+    for task in sorted(set(table["task"])):
+        rows = table[table["task"] == task]
+        varying = varying_axes(rows)
+        for row_axis, column_axis in axes_pairs:
+            if row_axis not in varying or column_axis not in varying:
+                continue
+            others = [axis for axis in varying if axis not in (row_axis, column_axis)]
+            records = rows.to_dict("records")
+            kept, fixed = fix_at_most_common(records, others, lambda row, axis: row[axis])
+            settings = ", ".join(f"{axis}={display_value(value)}" for axis, value in fixed.items())
+            title = (
+                f"{task}: final accuracy of the best core tokenset − the best coreset at equal bytes, "
+                f"mean over seeds; {SIGNIFICANT_MARK} bold: 95% CI excludes 0. "
+                + (f"Fixed at their most common value: {settings}." if settings else "No other axis varies.")
+            )
+            key = file_slug(f"{task}_{row_axis}_x_{column_axis}")
+            figures[key] = draw_heatmap(
+                pd.DataFrame(kept, columns=rows.columns), row_axis, column_axis, title
+            )
+    return figures
+
+
+# --- accuracy against token fraction ------------------------------------------------------------------
+
+
+def realized_fraction(cell: Cell) -> float:
+    """The mean token fraction a cell used over its tasks (for "auto"); NaN when not recorded."""
+    per_task = cell.record.get("token_fraction_per_task")
+    if per_task:
+        return float(np.mean(per_task))
+    return math.nan if cell.token_fraction == AUTO else float(cell.token_fraction)
+
+
+def partial_accuracy_frame(cells: Sequence[Cell]) -> pd.DataFrame:
+    """Per cell, ranking and t: the mean over tasks of the last row of its partial-input matrix."""
+    rows = []
+    for cell in cells:
+        for ranking, matrices in (cell.record.get("partial_input_accuracy") or {}).items():
+            for fraction, matrix in matrices.items():
+                if matrix:
+                    rows.append(
+                        {
+                            "kind": cell.kind,
+                            "ranking": ranking,
+                            TOKEN_FRACTION: float(fraction),
+                            "accuracy": float(np.mean(matrix[-1])),
+                        }
+                    )
+    return pd.DataFrame(rows, columns=["kind", "ranking", TOKEN_FRACTION, "accuracy"])
+
+
+def _fixed_regime(cells: Sequence[Cell]) -> tuple[list[Cell], dict[str, Any]]:
+    """The cells at the most common value of every axis but retention that varies; and those values."""
+    axes = [axis for axis, _ in cells[0].regime if axis not in ("task", "retention")]
+    varying = [axis for axis in axes if len({display_value(dict(c.regime)[axis]) for c in cells}) > 1]
+    return fix_at_most_common(cells, varying, lambda cell, axis: dict(cell.regime)[axis])
+
+
+def _log2_axis(axes, fractions: Sequence[float]) -> None:
+    axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xticks(sorted(set(fractions)))
+    axes.grid(True, linewidth=0.3, alpha=0.5)
+
+
+def _accuracy_panel(axes, cells: Sequence[Cell]) -> None:
+    retentions = sorted({dict(c.regime)["retention"] for c in cells})
+    colors = dict(zip(retentions, sns.color_palette("rocket", n_colors=len(retentions) + 1)[1:], strict=True))
+    tokensets = [c for c in cells if c.kind == TOKENSET]
+    methods = sorted({c.method for c in tokensets})
+    styles = {method: LINE_STYLES[index % len(LINE_STYLES)] for index, method in enumerate(methods)}
+    fractions: list[float] = []
+    for retention in retentions:
+        color = colors[retention]
+        for method in methods:
+            at = [c for c in tokensets if c.method == method and dict(c.regime)["retention"] == retention]
+            numeric = sorted({c.token_fraction for c in at if c.token_fraction != AUTO}, key=fraction_order)
+            stats = [mean_ci(c.accuracy for c in at if c.token_fraction == t) for t in numeric]
+            mean = np.array([s[0] for s in stats])
+            half = np.nan_to_num(np.array([s[1] for s in stats]))
+            label = f"r={retention * 100:g}%" + (f" {method}" if len(methods) > 1 else "")
+            if numeric:
+                axes.plot(numeric, mean, marker="o", linestyle=styles[method], color=color, label=label)
+                axes.fill_between(numeric, mean - half, mean + half, color=color, alpha=0.18, linewidth=0)
+                fractions += numeric
+            auto = [c for c in at if c.token_fraction == AUTO]
+            where = float(np.nanmean([realized_fraction(c) for c in auto])) if auto else math.nan
+            if auto and not math.isnan(where):
+                auto_mean, auto_half = mean_ci(c.accuracy for c in auto)
+                axes.errorbar(
+                    [where],
+                    [auto_mean],
+                    yerr=[np.nan_to_num(auto_half)],
+                    marker="*",
+                    markersize=6,
+                    color=color,
+                    label=None if numeric else f"{label} (auto)",
+                )
+        coresets = [c for c in cells if c.kind == CORESET and dict(c.regime)["retention"] == retention]
+        if coresets:
+            best = best_candidate(coresets)
+            axes.plot(
+                [1.0],
+                [np.mean([c.accuracy for c in best])],
+                linestyle="none",
+                marker="s",
+                markersize=5,
+                markerfacecolor="white",
+                color=color,
+            )
+            fractions.append(1.0)
+    _log2_axis(axes, fractions)
+    axes.set_xlabel("token fraction t (fixed bytes)")
+    axes.set_ylabel("final average accuracy")
+    axes.set_title("stored memory: ○ core tokenset, □ best coreset (t = 1), ★ auto (mean t)", fontsize=6)
+
+
+def _partial_panel(axes, cells: Sequence[Cell]) -> None:
+    partial = partial_accuracy_frame(cells)
+    if partial.empty:
+        axes.text(
+            0.5,
+            0.5,
+            "no partial-input accuracy\nin these records",
+            ha="center",
+            va="center",
+            transform=axes.transAxes,
+            fontsize=7,
+            color="0.4",
+        )
+        axes.set_axis_off()
+        return
+    for (ranking, kind), rows in partial.groupby(["ranking", "kind"], sort=True):
+        stats = rows.groupby(TOKEN_FRACTION)["accuracy"].agg(lambda values: mean_ci(values))
+        x = stats.index.to_numpy(dtype=float)
+        mean = np.array([s[0] for s in stats])
+        half = np.nan_to_num(np.array([s[1] for s in stats]))
+        color = RANKING_COLORS.get(ranking, "0.6")
+        style = "-" if kind == CORESET else "--"
+        axes.plot(x, mean, marker="o", linestyle=style, color=color, label=f"{ranking} tokens, {kind}s")
+        axes.fill_between(x, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
+    _log2_axis(axes, partial[TOKEN_FRACTION].tolist())
+    axes.set_xlabel("fraction t of each test image's tokens seen")
+    axes.set_ylabel("test accuracy after the last task")
+    axes.set_title("partial inputs: mean over tasks, ± 95% CI over cells", fontsize=6)
+    axes.legend(frameon=False, fontsize=6)
+
+
+def draw_accuracy_vs_t(records: Iterable[Record], task: str | None = None) -> Figure | None:
+    """Left: final accuracy against token fraction t at fixed bytes, a line per retention (and per core
+    tokenset method when several), mean ± 95% CI over seeds; the best coreset is the t = 1 square and
+    "auto" a star at the mean t it used (``token_fraction_per_task``). Right: accuracy on partial test
+    inputs (``partial_input_accuracy``: random vs oracle tokens, the mean over tasks of the matrices'
+    last rows) against t. Axes other than retention that vary are fixed at their most common value.
+
+    ``task``: which task (default: the first, by name, with a core tokenset); None when no core
+    tokenset of it ran.
+    """
+    cells = regime_cells(records)
+    tasks = sorted({dict(c.regime)["task"] for c in cells if c.kind == TOKENSET})
+    task = task if task is not None else (tasks[0] if tasks else None)
+    cells = [c for c in cells if dict(c.regime)["task"] == task]
+    if task is None or not any(c.kind == TOKENSET for c in cells):
+        return None
+    cells, fixed = _fixed_regime(cells)
+    figure = Figure(figsize=(2 * COLUMN_WIDTH_INCHES, 3.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    _accuracy_panel(left, cells)
+    _partial_panel(right, cells)
+    handles, labels = left.get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    settings = ", ".join(f"{axis}={display_value(value)}" for axis, value in fixed.items())
+    text = f"{task}: accuracy against the token fraction t, mean ± 95% CI over seeds." + (
+        f" Fixed at their most common value: {settings}." if settings else ""
+    )
+    figure.suptitle(textwrap.fill(text, 2 * NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25")
+    return figure

@@ -1,0 +1,95 @@
+"""The regime map (issue 12): when does a core tokenset beat a coreset at equal bytes, and why.
+
+``regime_table`` compares, per regime, the best core tokenset with the best coreset, paired by
+seed; ``draw_regime_heatmaps`` maps their difference over pairs of swept axes;
+``draw_accuracy_vs_t`` shows accuracy against the token fraction beside accuracy on partial test
+inputs; ``regime_markdown`` is the table in Markdown. ``write_regime_report`` writes them all when
+the records sweep a token fraction or a regime axis (and nothing otherwise).
+
+What records need: ``config`` (``task``, ``task_params``, ``method``, ``token_selector``,
+``retention``, ``token_fraction`` (a float or "auto"), ``seed``, ``train``, …), ``status``,
+``config_hash``, ``final_average_accuracy``, ``bytes_allowed``; optional ``token_fraction_per_task``
+(where "auto" is drawn on the t axis) and ``partial_input_accuracy`` (``{ranking: {t: matrix}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+from benchmark.results import write_text_atomic
+from reports.figures import PAPER_STYLE, file_slug, save_figure
+from reports.leaderboard import Record
+from reports.regime_figures import default_axes_pairs, draw_accuracy_vs_t, draw_regime_heatmaps
+from reports.regime_table import (
+    TOKEN_FRACTION,
+    TOKENSET,
+    display_value,
+    regime_cells,
+    regime_markdown,
+    regime_table,
+)
+
+__all__ = [
+    "draw_accuracy_vs_t",
+    "draw_regime_heatmaps",
+    "regime_markdown",
+    "regime_table",
+    "swept_tasks",
+    "write_regime_report",
+]
+
+OUTPUT_GLOBS = ("regimes.md", "regime_heatmaps_*", "accuracy_vs_t_*")
+
+
+def swept_tasks(records: Iterable[Record]) -> dict[str, set[str]]:
+    """Per task, what its stored-memory cells sweep beyond retention: ``token_fraction`` (core
+    tokensets at several t) and every regime axis taking several values. Tasks sweeping nothing
+    are left out."""
+    cells = regime_cells(records)
+    swept: dict[str, set[str]] = {}
+    for task in sorted({dict(cell.regime)["task"] for cell in cells}):
+        at = [cell for cell in cells if dict(cell.regime)["task"] == task]
+        axes = {
+            axis
+            for axis, _ in at[0].regime
+            if axis not in ("task", "retention")
+            and len({display_value(dict(cell.regime).get(axis)) for cell in at}) > 1
+        }
+        if len({cell.token_fraction for cell in at if cell.kind == TOKENSET}) > 1:
+            axes.add(TOKEN_FRACTION)
+        if axes:
+            swept[task] = axes
+    return swept
+
+
+def write_regime_report(records: Iterable[Record], out_dir: Path, caption: str = "") -> list[Path]:
+    """``regimes.md``, ``regime_heatmaps_<task>_<a>_x_<b>.pdf/.png`` and ``accuracy_vs_t_<task>.pdf/.png``
+    in ``out_dir`` when some task sweeps a token fraction or a regime axis; otherwise nothing (and
+    the files of an earlier regime report are removed, as are any this one does not write)."""
+    records = list(records)
+    stale = {path for pattern in OUTPUT_GLOBS for path in out_dir.glob(pattern)}
+    swept = swept_tasks(records)
+    written: list[Path] = []
+    table = regime_table(records) if swept else None
+    if table is not None and not table.empty:
+        per_fraction = regime_table(records, per_token_fraction=True)
+        path = out_dir / "regimes.md"
+        write_text_atomic(path, regime_markdown(table, caption, per_fraction))
+        written.append(path)
+        with matplotlib.rc_context(PAPER_STYLE):
+            figures = draw_regime_heatmaps(table, default_axes_pairs(table))
+            figures |= draw_regime_heatmaps(
+                per_fraction, [pair for pair in default_axes_pairs(per_fraction) if TOKEN_FRACTION in pair]
+            )
+            for key, figure in figures.items():
+                written += save_figure(figure, out_dir / f"regime_heatmaps_{key}")
+            for task, axes in swept.items():
+                figure = draw_accuracy_vs_t(records, task) if TOKEN_FRACTION in axes else None
+                if figure is not None:
+                    written += save_figure(figure, out_dir / f"accuracy_vs_t_{file_slug(task)}")
+    for path in stale - set(written):
+        path.unlink(missing_ok=True)
+    return written
