@@ -105,6 +105,10 @@ LATER_TRAIN_FIELDS: dict[str, ParamValue] = {
 }
 
 
+# Task parameters added after results were first committed, likewise left out at their older value.
+LATER_TASK_PARAMS: dict[str, ParamValue] = {"boundary_overlap": 0.0}
+
+
 def config_hash(cell: CellConfig) -> str:
     """SHA-256 (first 16 hex digits) of the canonical JSON of the config, grid name excluded.
 
@@ -117,6 +121,9 @@ def config_hash(cell: CellConfig) -> str:
     for name, value in LATER_TRAIN_FIELDS.items():
         if payload["train"].get(name) == value:
             del payload["train"][name]
+    for name, value in LATER_TASK_PARAMS.items():
+        if payload["task_params"].get(name) == value:
+            del payload["task_params"][name]
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 

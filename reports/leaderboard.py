@@ -117,10 +117,10 @@ def group_keys(records: Sequence[Record]) -> list[GroupKey]:
     return [
         GroupKey(
             task=_label(c["task"], c.get("task_params") or {}, task_keys[c["task"]]),
-            method=_label(c["method"], _method_params(c), method_keys[c["method"]]),
+            method=_label(c["method"], _method_params(c), method_keys[c["method"]]) + _auto_suffix(c),
             kind=method_kind(c),
             retention=None if c.get("retention") is None else float(c["retention"]),
-            token_fraction=float(c.get("token_fraction", 1.0)),
+            token_fraction=_token_fraction(c),
         )
         for c in configs
     ]
@@ -135,10 +135,21 @@ def grouped_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
     return {key: sorted(groups[key], key=_seed) for key in sorted(groups, key=_row_order)}
 
 
+def _token_fraction(config: dict) -> float:
+    """t as a number; NaN for ``"auto"`` (t chosen per task: the method label says so)."""
+    value = config.get("token_fraction", 1.0)
+    return math.nan if isinstance(value, str) else float(value)
+
+
+def _auto_suffix(config: dict) -> str:
+    return " [t=auto]" if isinstance(config.get("token_fraction"), str) else ""
+
+
 def _row_order(key: GroupKey) -> tuple:
     retention = -1.0 if key.retention is None else key.retention
     bound = BOUND_ORDER.get(key.method.split("[")[0], len(BOUND_ORDER))
-    return (key.task, retention, KIND_ORDER[key.kind], bound, key.method, key.token_fraction)
+    fraction = 2.0 if math.isnan(key.token_fraction) else key.token_fraction
+    return (key.task, retention, KIND_ORDER[key.kind], bound, key.method, fraction)
 
 
 def _seed(record: Record) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.config import LATER_TRAIN_FIELDS
+from benchmark.config import LATER_TASK_PARAMS, LATER_TRAIN_FIELDS
 from reports.leaderboard import Record, finished_records, method_kind, varying_keys
 from reports.stats import format_mean_ci, mean_ci
 
@@ -38,7 +38,7 @@ NOT_REGIME = frozenset(
 # a record without the key ran at that value, so it joins the regime of records that name it.
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": dict(LATER_TRAIN_FIELDS),
-    "task_params": {"boundary_overlap": 0.0},
+    "task_params": dict(LATER_TASK_PARAMS),
 }
 RESULT_COLUMNS = (
     "coreset",

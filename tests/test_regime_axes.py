@@ -82,11 +82,6 @@ def test_overlap_moves_next_task_samples_earlier_and_loses_none(task: str) -> No
     assert stream_digest(again) == stream_digest(blurred)  # seeded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs benchmark/config.py to leave boundary_overlap = 0 out of the hash (LATER_TASK_PARAMS, "
-    "as LATER_TRAIN_FIELDS does for [train]); the engine owner's file",
-)
 def test_the_new_parameter_keeps_the_names_of_committed_cells() -> None:
     """Adding boundary_overlap (default 0) must not rename the finished cells of the default grid."""
     committed = {path.stem for path in (REPO_ROOT / "results" / "default" / "cells").glob("*.json")}
