@@ -144,6 +144,16 @@ class MlflowTracker:
         }
         for key, value in (result.attribution or {}).items():
             finals[f"attribution_{key}"] = value
+        for mode, per_fraction in (result.partial_input_accuracy or {}).items():
+            for fraction, partial in per_fraction.items():  # the final row's mean, as final_average_accuracy
+                finals[f"partial_{mode}_t{fraction}"] = sum(partial[-1]) / len(partial[-1])
+        per_task = {
+            "samples_stored": result.samples_per_task,
+            "tokens_stored": result.tokens_per_task,
+            "token_fraction_used": result.token_fraction_per_task,
+        }
+        for name, values in per_task.items():
+            metrics.extend(Metric(name, float(v), now, i) for i, v in enumerate(values) if v is not None)
         metrics.extend(Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None)
         tags = [RunTag("error", result.error[:5000])] if result.error else []
         for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits

@@ -85,6 +85,10 @@ def test_mlflow_has_one_run_per_cell(smoke_run: dict[str, Path]) -> None:
     assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(path.endswith(".json") for path in artifacts)
+    masked = [r for r in runs if r.data.params.get("train.replay") == "mask"]
+    assert len(masked) == 1 and "partial_random_t0.25" in masked[0].data.metrics
+    stored = client.get_metric_history(masked[0].info.run_id, "tokens_stored")
+    assert sorted(m.step for m in stored) == [0, 1, 2, 3]
 
 
 def test_report_files_exist(smoke_run: dict[str, Path]) -> None:
