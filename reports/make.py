@@ -77,7 +77,7 @@ def make_report(
     }
     if site:
         failed_count = len(failed_frame(records)) if failed else 0
-        existing = [*figures, *gallery_paths]
+        existing = [*figures, *gallery_paths, *regimes]
         if not gallery:  # keep showing a gallery an earlier report made
             existing += [path for path in out_dir.glob("attribution_gallery.*")]
         outputs["site"] = [write_site(frame, records, caption, existing, out_dir, notes, failed_count)]

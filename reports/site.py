@@ -72,6 +72,18 @@ FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
         "middle retention the best coreset and the best core tokenset.",
     ),
     (
+        "regime_heatmaps_",
+        "Regime map",
+        "Best core tokenset minus best coreset, final accuracy at equal bytes, per pair of swept axes; "
+        "a star marks a cell whose 95% CI over seeds excludes 0 (regimes.md has the table).",
+    ),
+    (
+        "accuracy_vs_t_",
+        "Accuracy vs token fraction",
+        "Final accuracy against t at fixed bytes, and beside it the accuracy on partial test inputs "
+        "(random or oracle tokens).",
+    ),
+    (
         "attribution_gallery",
         "Attribution gallery",
         "The tokens each token selector keeps of the same training images (computed at report time).",
