@@ -59,6 +59,12 @@ RESULT_COLUMNS = (
     "equal_bytes",
 )
 CORESET, TOKENSET = "coreset", "core tokenset"
+# [train] settings that change what is measured or where, not what is learned: not regime axes.
+MEASUREMENT_ONLY = frozenset({"train.partial_inputs", "train.eval_batch_size", "train.device"})
+# A coreset stores whole samples and has no input dropout: the replay mode never changes what it
+# feeds the model, so one coreset record stands for every replay mode a grid sweeps (regimes.toml
+# does not rerun coresets under replay = "mask").
+CORESET_INDEPENDENT = "train.replay"
 NEITHER = "neither (CI spans 0)"
 
 
@@ -94,7 +100,7 @@ def regime_of(config: Record) -> dict[str, Any]:
             axes.update({f"{name}.{key}": _hashable(value[key]) for key in sorted(value)})
         else:
             axes[name] = _hashable(value)
-    return axes
+    return {axis: value for axis, value in axes.items() if axis not in MEASUREMENT_ONLY}
 
 
 def token_fraction_of(config: Record) -> float | str:
@@ -143,7 +149,35 @@ def regime_cells(records: Iterable[Record]) -> list[Cell]:
                 record=record,
             )
         )
-    return cells
+    return _coresets_in_every_replay_mode(cells)
+
+
+def _coresets_in_every_replay_mode(cells: list[Cell]) -> list[Cell]:
+    """Each coreset cell also stands in the regimes that differ from its own only by the replay mode
+    (where no coreset ran in that mode)."""
+    modes = {dict(c.regime).get(CORESET_INDEPENDENT) for c in cells} - {None}
+    ran = {(c.regime, c.method, c.seed) for c in cells if c.kind == CORESET}
+    extra = []
+    for cell in cells:
+        regime = dict(cell.regime)
+        if cell.kind != CORESET or CORESET_INDEPENDENT not in regime:
+            continue
+        for mode in sorted(modes - {regime[CORESET_INDEPENDENT]}):
+            moved = tuple((axis, mode if axis == CORESET_INDEPENDENT else v) for axis, v in cell.regime)
+            if (moved, cell.method, cell.seed) not in ran:
+                extra.append(
+                    Cell(
+                        moved,
+                        cell.kind,
+                        cell.method,
+                        cell.token_fraction,
+                        cell.seed,
+                        cell.accuracy,
+                        cell.bytes_allowed,
+                        cell.record,
+                    )
+                )
+    return cells + extra
 
 
 def _by_seed(cells: Sequence[Cell]) -> dict[int, list[Cell]]:

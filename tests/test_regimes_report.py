@@ -307,3 +307,34 @@ def test_make_report_writes_the_regime_map(tmp_path: Path) -> None:
     outputs = make_report(results, tmp_path / "out", gallery=False, site=False)
     assert (tmp_path / "out" / "regimes.md") in outputs["regimes"]
     assert (tmp_path / "out" / "regimes.md").read_text().startswith("# Regime map")
+
+
+def test_coresets_stand_in_every_replay_mode_and_partial_inputs_is_no_axis() -> None:
+    from reports.regime_table import regime_table
+
+    def record(
+        method: str, token: str | None, seed: int, accuracy: float, replay: str, partial: bool
+    ) -> dict:
+        return {
+            "config_hash": f"{method}-{seed}-{replay}-{partial}",
+            "status": "finished",
+            "final_average_accuracy": accuracy,
+            "bytes_allowed": 100,
+            "config": {
+                "task": "split-shapes", "task_params": {}, "method": method,
+                "sample_selector": method.split("+")[0], "token_selector": token,
+                "selector_params": {}, "token_selector_params": {}, "retention": 0.05,
+                "token_fraction": 0.25 if token else 1.0, "seed": seed,
+                "train": {"replay": replay, "partial_inputs": partial},
+            },
+        }  # fmt: skip
+
+    records = [record("random", None, s, 0.7, "drop", True) for s in range(3)]
+    records += [record("random+rollout", "rollout", s, 0.6, "drop", True) for s in range(3)]
+    records += [record("random+rollout", "rollout", s, 0.8, "mask", False) for s in range(3)]
+    table = regime_table(records)
+    assert "train.partial_inputs" not in table.columns
+    by_mode = table.set_index("train.replay")
+    assert by_mode.loc["drop", "difference_mean"] == pytest.approx(-0.1)
+    assert by_mode.loc["mask", "difference_mean"] == pytest.approx(0.1)  # the drop coreset stands in
+    assert by_mode.loc["mask", "coreset"] == "random"
