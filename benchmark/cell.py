@@ -17,12 +17,12 @@ from benchmark.checkpoints import fit_to_model, read_checkpoint
 from benchmark.config import CellConfig
 from benchmark.memory import MemoryBuffer, kept_token_count, retention_budget_bytes
 from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
-from benchmark.model import TokenViT
+from benchmark.model import TokenBatch
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.provenance import provenance
 from benchmark.results import FAILED, FINISHED, CellResult
 from benchmark.selection import attribution_quality, choose_memory, features_and_grads, sample_budget
-from benchmark.train import TrainSettings, accuracy, seeded_generator, train_experience
+from benchmark.train import ContinualModel, TrainSettings, seeded_generator, train_experience, whole
 from methods.base import SamplePool, SampleSelector, TokenSelector
 from tasks.base import Experience, TaskStream, patchify
 
@@ -67,23 +67,52 @@ class TaskCache:
 
 @dataclass(frozen=True)
 class ExperienceTensors:
-    train_patches: torch.Tensor
-    train_labels: torch.Tensor
-    test_patches: torch.Tensor
-    test_labels: torch.Tensor
+    train: TokenBatch  # every token of each training sample (and its text input, if any)
+    train_targets: torch.Tensor  # int64 [n] classes, or [n, L] sequences
+    train_categories: np.ndarray  # int64 [n]: what per-class selection groups by
+    test: TokenBatch
+    test_targets: torch.Tensor
+    test_references: tuple[tuple[str, ...], ...] | None
     train_masks: torch.Tensor | None
     train_bytes: int
+
+    @property
+    def text_tokens(self) -> int:
+        return 0 if self.train.text is None else int(self.train.text.shape[1])
+
+    @property
+    def label_tokens(self) -> int:
+        return 1 if self.train_targets.ndim == 1 else int(self.train_targets.shape[1])
 
 
 def to_tensors(experience: Experience, patch_size: int) -> ExperienceTensors:
     masks = experience.train_masks
+    train_text, test_text = experience.train_text, experience.test_text
     return ExperienceTensors(
-        train_patches=torch.from_numpy(patchify(experience.train_images, patch_size)),
-        train_labels=torch.from_numpy(experience.train_labels),
-        test_patches=torch.from_numpy(patchify(experience.test_images, patch_size)),
-        test_labels=torch.from_numpy(experience.test_labels),
+        train=whole(
+            torch.from_numpy(patchify(experience.train_images, patch_size)),
+            None if train_text is None else torch.from_numpy(train_text),
+        ),
+        train_targets=torch.from_numpy(experience.train_labels),
+        train_categories=experience.categories,
+        test=whole(
+            torch.from_numpy(patchify(experience.test_images, patch_size)),
+            None if test_text is None else torch.from_numpy(test_text),
+        ),
+        test_targets=torch.from_numpy(experience.test_labels),
+        test_references=experience.test_references,
         train_masks=None if masks is None else torch.from_numpy(masks),
         train_bytes=experience.train_bytes,
+    )
+
+
+def concatenate(batches: list[TokenBatch]) -> TokenBatch:
+    """One batch of every sample of ``batches`` (whole samples, as the joint bound trains on)."""
+    texts = [b.text for b in batches]
+    return TokenBatch(
+        torch.cat([b.patches for b in batches]),
+        torch.cat([b.positions for b in batches]),
+        None if texts[0] is None else torch.cat([t for t in texts if t is not None]),
     )
 
 
@@ -110,7 +139,7 @@ def run_cell(
 
 
 def store_task_memory(
-    model: TokenViT,
+    model: ContinualModel,
     memory: MemoryBuffer,
     current: ExperienceTensors,
     index: int,
@@ -123,30 +152,32 @@ def store_task_memory(
     """Select task ``index``'s memory within its byte budget and store it; the attribution quality
     of the kept tokens where the task has masks (None otherwise)."""
     assert config.retention is not None
-    tokens = current.train_patches.shape[1]
+    tokens = current.train.positions.shape[1]
     budget_bytes = retention_budget_bytes(config.retention, current.train_bytes)
-    patch_bytes = int(current.train_patches.shape[2])
-    budget = sample_budget(budget_bytes, config.token_fraction, tokens, patch_bytes)
+    patch_bytes = int(current.train.patches.shape[2])
+    budget = sample_budget(
+        budget_bytes, config.token_fraction, tokens, patch_bytes, current.text_tokens, current.label_tokens
+    )
     features, grads = features_and_grads(
         model,
-        current.train_patches,
-        current.train_labels,
+        current.train,
+        current.train_targets,
         sample_selector.needs_grads,
         settings.eval_batch_size,
         device,
     )
     memory_grads = None
-    if sample_selector.needs_grads and len(memory):
-        stored, stored_labels = memory.tensors()
-        if stored.patches.shape[1] == tokens:
-            memory_grads = features_and_grads(
-                model, stored.patches, stored_labels, True, settings.eval_batch_size, device
-            )[1]
-    pool = SamplePool(features, grads, current.train_labels.numpy(), memory_grads)
+    whole = memory.replay_set().whole() if sample_selector.needs_grads and len(memory) else None
+    if whole is not None and whole[0].patches.shape[1] == tokens:
+        memory_grads = features_and_grads(model, whole[0], whole[1], True, settings.eval_batch_size, device)[
+            1
+        ]
+    pool = SamplePool(features, grads, current.train_categories, memory_grads)
     choice = choose_memory(
         model,
         pool,
-        current.train_patches,
+        current.train,
+        current.train_targets,
         current.train_masks,
         sample_selector,
         token_selector,
@@ -157,13 +188,14 @@ def store_task_memory(
     )
     chosen = torch.from_numpy(choice.selection.indices)
     kept = choice.kept_positions
-    stored_patches = current.train_patches[chosen].numpy()
+    stored_patches = current.train.patches[chosen].numpy()
     quality = None
     if kept is not None:
         stored_patches = np.take_along_axis(stored_patches, kept[:, :, None], axis=1)
         if current.train_masks is not None:
             quality = attribution_quality(kept, choice.top_tokens, current.train_masks[chosen].numpy())
-    memory.add(index, stored_patches, kept, current.train_labels[chosen].numpy(), budget_bytes)
+    text = None if current.train.text is None else current.train.text[chosen].numpy()
+    memory.add(index, stored_patches, kept, current.train_targets[chosen].numpy(), budget_bytes, text)
     return quality
 
 
@@ -185,14 +217,17 @@ def _run_cell(
         if config.token_selector is None
         else registry.create("token_selector", config.token_selector, **config.token_selector_params)
     )
+    objective = registry.create("objective", stream.objective)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = TokenViT(stream.backbone, stream.num_classes)
+        model = objective.build_model(stream, mask_token=config.train.replay == "mask")
+    encoder = model.encoder
     if config.train.backbone_weights:
         checkpoint = read_checkpoint(Path(config.train.backbone_weights).expanduser())
-        model.load_backbone(fit_to_model(checkpoint, model.vit.pos_embed.shape))
+        encoder.load_backbone(fit_to_model(checkpoint, encoder.vit.pos_embed.shape))
     elif config.train.pretrained:
-        model.load_backbone(load_backbone_weights(default_recipe(stream.backbone), weights_dir))
+        recipe = default_recipe(stream.backbone, config.train.pretrain_token_dropout)
+        encoder.load_backbone(load_backbone_weights(recipe, weights_dir))
     model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
@@ -203,13 +238,17 @@ def _run_cell(
         replay_batch_size=config.train.replay_batch_size,
         input_dropout=input_dropout_for(config),
         eval_batch_size=config.train.eval_batch_size,
+        replay_mode=config.train.replay,
     )
     data = [to_tensors(e, stream.backbone.patch_size) for e in stream.experiences]
     status = on_status or (lambda message, advance: None)
 
     def evaluate_all() -> list[float]:
         return [
-            accuracy(model, d.test_patches, d.test_labels, settings.eval_batch_size, device) for d in data
+            objective.evaluate(
+                model, d.test, d.test_targets, d.test_references, settings.eval_batch_size, device
+            )
+            for d in data
         ]
 
     memory = MemoryBuffer(stream.tokens)
@@ -220,14 +259,14 @@ def _run_cell(
     attribution_weights: list[int] = []
     for index, current in enumerate(data):
         tick = time.perf_counter()
-        replay = memory.tensors() if len(memory) else None
+        replay = memory.replay_set() if len(memory) else None
         # The joint bound trains on every task's data seen so far (cumulative): its matrix is real.
         seen = data[: index + 1] if sample_selector.trains_jointly else [current]
         train_experience(
             model,
             optimizer,
-            torch.cat([d.train_patches for d in seen]),
-            torch.cat([d.train_labels for d in seen]),
+            concatenate([d.train for d in seen]),
+            torch.cat([d.train_targets for d in seen]),
             replay,
             settings,
             seeded_generator(config.seed, 1, index),

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks", nargs="*", default=None, help="tasks whose backbones to make (default: all)"
     )
     pretrain.add_argument("--force", action="store_true", help="remake weights that exist")
+    pretrain.add_argument(
+        "--token-dropout",
+        type=float,
+        default=0.0,
+        help="patch-token dropout while pretraining ([train] pretrain_token_dropout of a grid)",
+    )
     pretrain.set_defaults(handler=command_pretrain)
     return parser
 
@@ -251,6 +257,8 @@ def command_show(args: argparse.Namespace) -> int:
 def command_pretrain(args: argparse.Namespace) -> int:
     from benchmark.pretrain import default_recipe, pretrain, weights_path
 
+    if not 0.0 <= args.token_dropout < 1.0:
+        raise UserError(f"--token-dropout must be in [0, 1), got {args.token_dropout:g}")
     tasks = args.tasks or registry.names("task")
     made: set[str] = set()
     for task in tasks:
@@ -259,7 +267,7 @@ def command_pretrain(args: argparse.Namespace) -> int:
         except UserError as error:  # a task that reads a user's data may be absent here
             print(f"skip {task}: {error}")
             continue
-        recipe = default_recipe(stream.backbone)
+        recipe = default_recipe(stream.backbone, args.token_dropout)
         path = weights_path(recipe)
         if path.name in made:
             continue

@@ -24,6 +24,9 @@ class TrainConfig:
     backbone_weights: str = ""  # a local timm checkpoint to start from instead of the procedural one
     eval_batch_size: int = 256
     device: str = "auto"  # "auto": CUDA when available, else CPU
+    # Core tokenset replay: "drop" feeds the kept tokens only, "mask" all positions (mask token for the rest).
+    replay: str = "drop"
+    pretrain_token_dropout: float = 0.0  # the backbone pretrained with this patch-token dropout (weights/)
 
     def __post_init__(self) -> None:
         checks = [
@@ -42,6 +45,11 @@ class TrainConfig:
             (
                 self.device in ("auto", "cpu", "cuda"),
                 f"device must be auto, cpu or cuda, got {self.device!r}",
+            ),
+            (self.replay in ("drop", "mask"), f"replay must be 'drop' or 'mask', got {self.replay!r}"),
+            (
+                0.0 <= self.pretrain_token_dropout < 1.0,
+                f"pretrain_token_dropout must be in [0, 1), got {self.pretrain_token_dropout}",
             ),
         ]
         for ok, message in checks:
@@ -85,13 +93,23 @@ class CellConfig:
         return f"{self.task} {self.method} r={retention} t={self.token_fraction:g} seed={self.seed}"
 
 
+# Fields added after results were first committed, with the value that reproduces the older behaviour:
+# left out of the hash at that value, so that adding an option does not rename every finished cell.
+LATER_TRAIN_FIELDS: dict[str, ParamValue] = {"replay": "drop", "pretrain_token_dropout": 0.0}
+
+
 def config_hash(cell: CellConfig) -> str:
     """SHA-256 (first 16 hex digits) of the canonical JSON of the config, grid name excluded.
 
-    The grid name is left out so that the same cell in two grids is one result.
+    The grid name is left out so that the same cell in two grids is one result;
+    fields of ``LATER_TRAIN_FIELDS`` at their older-behaviour value are left out
+    so that a new option keeps the names of the cells that do not use it.
     """
     payload = cell.to_dict()
     payload.pop("grid")
+    for name, value in LATER_TRAIN_FIELDS.items():
+        if payload["train"].get(name) == value:
+            del payload["train"][name]
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 

@@ -27,11 +27,14 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
                 model = TokenViT(stream.backbone, stream.num_classes)
             check_fits(read_checkpoint(path), model.vit, path)
         elif cell.train.pretrained:
-            path = weights_path(default_recipe(stream.backbone), weights_dir)
+            recipe = default_recipe(stream.backbone, cell.train.pretrain_token_dropout)
+            path = weights_path(recipe, weights_dir)
             if not path.exists():
                 raise UserError(
                     f"pretrained backbone {path} for {cell.task} not found: "
-                    "make it with `nox -s pretrain` (or `python -m benchmark pretrain`)"
+                    "make it with `nox -s pretrain` (or `python -m benchmark pretrain"
+                    + (f" --token-dropout {recipe.token_dropout:g}" if recipe.token_dropout else "")
+                    + "`)"
                 )
         if cell.token_selector is not None:
             token_selector = registry.get("token_selector", cell.token_selector)
@@ -48,8 +51,14 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
         for index, experience in enumerate(stream.experiences[:-1]):
             budget = retention_budget_bytes(cell.retention, experience.train_bytes)
             patch_bytes = experience.train_images[0].nbytes // stream.tokens
+            text_tokens = 0 if experience.train_text is None else experience.train_text.shape[1]
+            label_tokens = 1 if experience.train_labels.ndim == 1 else experience.train_labels.shape[1]
             per_sample = stored_sample_bytes(
-                kept_token_count(cell.token_fraction, stream.tokens), stream.tokens, patch_bytes
+                kept_token_count(cell.token_fraction, stream.tokens),
+                stream.tokens,
+                patch_bytes,
+                text_tokens,
+                label_tokens,
             )
             if budget < per_sample:
                 raise UserError(

@@ -23,7 +23,7 @@ from benchmark.config import canonical_json
 from benchmark.errors import UserError
 from benchmark.model import TokenBatch, TokenViT
 from benchmark.results import write_bytes_atomic
-from benchmark.train import seeded_generator
+from benchmark.train import drop_tokens, seeded_generator
 from tasks.base import BackboneSpec, patchify
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -42,17 +42,28 @@ class PretrainRecipe:
     lr: float
     batch_size: int = PRETRAIN_BATCH_SIZE
     seed: int = PRETRAIN_SEED
+    token_dropout: float = (
+        0.0  # random patch-token dropout while pretraining (a backbone used to partial inputs)
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"pretrain token_dropout must be in [0, 1), got {self.token_dropout}")
 
     @property
     def recipe_hash(self) -> str:
-        return hashlib.sha256(canonical_json(asdict(self)).encode()).hexdigest()[:12]
+        """Hash of the recipe; ``token_dropout`` at 0 is left out, so the older weights keep their name."""
+        fields = asdict(self)
+        if fields["token_dropout"] == 0.0:
+            del fields["token_dropout"]
+        return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]
 
     @property
     def file_name(self) -> str:
         return f"{self.pretrain_set}-{self.recipe_hash}.pt"
 
 
-def default_recipe(backbone: BackboneSpec) -> PretrainRecipe:
+def default_recipe(backbone: BackboneSpec, token_dropout: float = 0.0) -> PretrainRecipe:
     entry = registry.create("pretrain_set", backbone.pretrain_set)
     return PretrainRecipe(
         pretrain_set=backbone.pretrain_set,
@@ -60,6 +71,7 @@ def default_recipe(backbone: BackboneSpec) -> PretrainRecipe:
         per_class=entry.per_class,
         epochs=entry.epochs,
         lr=entry.lr,
+        token_dropout=token_dropout,
     )
 
 
@@ -109,7 +121,8 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         correct = 0
         for start in range(0, len(order), recipe.batch_size):
             index = order[start : start + recipe.batch_size]
-            logits = model(TokenBatch(patches[index], positions[index]))
+            batch = drop_tokens(TokenBatch(patches[index], positions[index]), recipe.token_dropout, generator)
+            logits = model(batch)
             loss = F.cross_entropy(logits, targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,4 +1,4 @@
-"""One registry for everything pluggable: tasks, sample selectors, token selectors.
+"""One registry for everything pluggable: tasks, selectors, pretraining sets, objectives.
 
 Shaped like timm's model registry (``@register_model`` / ``list_models`` /
 ``create_model``) but a duplicate name is an error, not a silent overwrite.
@@ -29,9 +29,9 @@ from typing import Any
 
 from benchmark.errors import UserError
 
-KINDS: tuple[str, ...] = ("task", "sample_selector", "token_selector", "pretrain_set")
+KINDS: tuple[str, ...] = ("task", "sample_selector", "token_selector", "pretrain_set", "objective")
 ENTRY_POINT_GROUP = "core_tokenset_bench.plugins"
-_BUILTIN_MODULES: tuple[str, ...] = ("tasks", "methods")
+_BUILTIN_MODULES: tuple[str, ...] = ("tasks", "methods", "benchmark.objectives")
 
 
 @dataclass

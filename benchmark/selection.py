@@ -2,7 +2,8 @@
 
 Gradient proxies follow METHODS.md: for cross-entropy on logits z = W h + b,
 ∂ℓ/∂z = p − e_y and ∂ℓ/∂W = (p − e_y) hᵀ; the proxy concatenates both
-(as CORDS does), from one batched forward pass, no per-sample backward.
+(as CORDS does), from one batched forward pass, no per-sample backward. Each
+model computes its own (``features_and_grad_proxy``).
 """
 
 from __future__ import annotations
@@ -11,39 +12,33 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmark.memory import kept_token_count, samples_within_budget
-from benchmark.model import TokenBatch, TokenViT, full_positions
+from benchmark.model import TokenBatch
+from benchmark.train import ContinualModel
 from methods.base import SamplePool, SampleSelector, Selection, TokenInputs, TokenSelector
 
 
 @torch.no_grad()
 def features_and_grads(
-    model: TokenViT,
-    patches: torch.Tensor,
-    labels: torch.Tensor,
+    model: ContinualModel,
+    data: TokenBatch,
+    targets: torch.Tensor,
     with_grads: bool,
     batch_size: int,
     device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Penultimate features [n, D] and, if asked, last-layer gradient proxies [n, C·(1 + D)]."""
+    """Penultimate features [n, D] and, if asked, last-layer gradient proxies [n, g], in batches."""
     model.eval()
     features, grads = [], []
-    positions = full_positions(patches.shape[0], patches.shape[1])
-    for start in range(0, len(labels), batch_size):
-        batch = TokenBatch(patches[start : start + batch_size], positions[start : start + batch_size]).to(
-            device
+    for start in range(0, len(data), batch_size):
+        chunk = data.take(slice(start, start + batch_size)).to(device)
+        hidden, grad = model.features_and_grad_proxy(
+            chunk, targets[start : start + batch_size].to(device), with_grads
         )
-        hidden = model.features(batch)
         features.append(hidden.float().cpu())
-        if with_grads:
-            probabilities = F.softmax(model.head(model.vit.fc_norm(hidden)), dim=1)
-            error = probabilities - F.one_hot(
-                labels[start : start + batch_size].to(device), probabilities.shape[1]
-            )
-            outer = (error.unsqueeze(2) * hidden.unsqueeze(1)).flatten(1)
-            grads.append(torch.cat([error, outer], dim=1).float().cpu())
+        if grad is not None:
+            grads.append(grad.float().cpu())
     feature_matrix = torch.cat(features).numpy() if features else np.zeros((0, 0), np.float32)
     grad_matrix = torch.cat(grads).numpy() if with_grads and grads else None
     return feature_matrix, grad_matrix
@@ -59,14 +54,23 @@ class MemoryChoice:
     top_tokens: np.ndarray | None = None  # int64 [k]: the most relevant token of each sample
 
 
-def sample_budget(budget_bytes: int, token_fraction: float, tokens: int, patch_bytes: int) -> int:
-    return samples_within_budget(budget_bytes, kept_token_count(token_fraction, tokens), tokens, patch_bytes)
+def sample_budget(
+    budget_bytes: int,
+    token_fraction: float,
+    tokens: int,
+    patch_bytes: int,
+    text_tokens: int = 0,
+    label_tokens: int = 1,
+) -> int:
+    kept = kept_token_count(token_fraction, tokens)
+    return samples_within_budget(budget_bytes, kept, tokens, patch_bytes, text_tokens, label_tokens)
 
 
 def choose_memory(
-    model: TokenViT,
+    model: ContinualModel,
     pool: SamplePool,
-    patches: torch.Tensor,
+    data: TokenBatch,
+    targets: torch.Tensor,
     masks: torch.Tensor | None,
     sample_selector: SampleSelector,
     token_selector: TokenSelector | None,
@@ -76,29 +80,48 @@ def choose_memory(
     device: torch.device,
     rank_batch_size: int = 64,
 ) -> MemoryChoice:
-    """Samples by the sample selector, then the top ⌈t·P⌉ tokens of each by the token selector."""
+    """Samples by the sample selector, then the top ⌈t·P⌉ tokens of each by the token selector.
+
+    ``data`` holds every token of the task's training samples (and their text
+    input, if any); ``targets`` what each is trained to output.
+    """
     selection = sample_selector.select(pool, budget_samples, rng)
     _check_selection(selection, len(pool), budget_samples)
-    tokens = patches.shape[1]
+    tokens = data.positions.shape[1]
     kept = kept_token_count(token_fraction, tokens)
     if token_selector is None or kept == tokens or len(selection.indices) == 0:
         return MemoryChoice(selection, None, budget_samples)
     chosen = torch.from_numpy(selection.indices)
-    targets = torch.from_numpy(pool.labels[selection.indices])
-    scores = []
-    for start in range(0, len(chosen), rank_batch_size):
-        index = chosen[start : start + rank_batch_size]
-        batch = TokenBatch(patches[index], full_positions(len(index), tokens))
-        inputs = TokenInputs(batch, rng, None if masks is None else masks[index], device)
-        relevance = token_selector.rank(model, inputs, targets[start : start + rank_batch_size])
-        scores.append(relevance.detach().float().cpu())
-    relevance = torch.cat(scores)
-    if relevance.shape != (len(chosen), tokens) or not torch.isfinite(relevance).all():
-        raise ValueError(f"token selector returned {tuple(relevance.shape)} scores (finite required)")
+    relevance = rank_tokens(model, token_selector, data, targets, masks, chosen, rng, device, rank_batch_size)
     # Stable sort on −score: ties go to the lower position, so the choice is deterministic.
     top = torch.sort(-relevance, dim=1, stable=True).indices[:, :kept]
     kept_positions = top.sort(dim=1).values.numpy().astype(np.int64)
     return MemoryChoice(selection, kept_positions, budget_samples, top[:, 0].numpy().astype(np.int64))
+
+
+def rank_tokens(
+    model: ContinualModel,
+    token_selector: TokenSelector,
+    data: TokenBatch,
+    targets: torch.Tensor,
+    masks: torch.Tensor | None,
+    chosen: torch.Tensor,
+    rng: np.random.Generator,
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """The token selector's relevance [k, P] of the samples at ``chosen``, in batches, checked."""
+    chosen_targets = targets[chosen]
+    scores = []
+    for start in range(0, len(chosen), batch_size):
+        index = chosen[start : start + batch_size]
+        inputs = TokenInputs(data.take(index), rng, None if masks is None else masks[index], device)
+        relevance = token_selector.rank(model, inputs, chosen_targets[start : start + batch_size])
+        scores.append(relevance.detach().float().cpu())
+    relevance = torch.cat(scores) if scores else torch.zeros(0, data.positions.shape[1])
+    if relevance.shape != (len(chosen), data.positions.shape[1]) or not torch.isfinite(relevance).all():
+        raise ValueError(f"token selector returned {tuple(relevance.shape)} scores (finite required)")
+    return relevance
 
 
 def _check_selection(selection: Selection, pool_size: int, budget: int) -> None:

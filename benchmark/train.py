@@ -11,14 +11,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from benchmark.model import TokenBatch, TokenViT, full_positions
+from benchmark.memory import ReplaySet
+from benchmark.model import TokenBatch, TokenViT, fill_masked, full_positions
 
 ProgressHook = Callable[[str], None]
+
+
+REPLAY_MODES: tuple[str, ...] = ("drop", "mask")
+
+
+class ContinualModel(Protocol):
+    """What the trainer, the selectors and the attributions ask of a model (TokenViT, captioner)."""
+
+    def __call__(self, batch: TokenBatch) -> torch.Tensor: ...
+    def loss(self, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor: ...
+    def per_sample_loss(self, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor: ...
+    def target_score(self, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor: ...
+    def features_and_grad_proxy(
+        self, batch: TokenBatch, targets: torch.Tensor, with_grads: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def train(self, mode: bool = True) -> ContinualModel: ...
+    def eval(self) -> ContinualModel: ...
+
+    @property
+    def encoder(self) -> TokenViT: ...
 
 
 @dataclass(frozen=True)
@@ -28,6 +49,7 @@ class TrainSettings:
     replay_batch_size: int
     input_dropout: float
     eval_batch_size: int
+    replay_mode: str = "drop"  # "drop": feed kept tokens only; "mask": every position, dropped = mask token
 
 
 def seeded_generator(seed: int, *stream: int) -> torch.Generator:
@@ -41,6 +63,7 @@ def drop_tokens(batch: TokenBatch, drop_rate: float, generator: torch.Generator)
 
     The count is fixed per batch (its expectation under per-token dropout) so
     that a batch stays one tensor; which tokens survive is drawn per sample.
+    A text input is never dropped.
     """
     if drop_rate <= 0.0:
         return batch
@@ -49,39 +72,45 @@ def drop_tokens(batch: TokenBatch, drop_rate: float, generator: torch.Generator)
     order = torch.rand(size, tokens, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
     order = order.to(batch.positions.device)
     index = order.unsqueeze(-1).expand(-1, -1, batch.patches.shape[-1])
-    return TokenBatch(batch.patches.gather(1, index), batch.positions.gather(1, order))
+    return TokenBatch(batch.patches.gather(1, index), batch.positions.gather(1, order), batch.text)
+
+
+def as_fed(batch: TokenBatch, replay_mode: str, tokens: int) -> TokenBatch:
+    """How a (possibly partial) batch enters the model under the replay mode."""
+    return fill_masked(batch, tokens) if replay_mode == "mask" else batch
 
 
 def train_experience(
-    model: TokenViT,
+    model: ContinualModel,
     optimizer: torch.optim.Optimizer,
-    patches: torch.Tensor,
-    labels: torch.Tensor,
-    replay: tuple[TokenBatch, torch.Tensor] | None,
+    data: TokenBatch,
+    targets: torch.Tensor,
+    replay: ReplaySet | None,
     settings: TrainSettings,
     generator: torch.Generator,
     device: torch.device,
     on_epoch: ProgressHook | None = None,
 ) -> float:
-    """Train on one experience (uint8 patches [n, P, d]); returns the last epoch's mean loss."""
+    """Train on one experience (every token of each sample); returns the last epoch's mean loss."""
     model.train()
-    n, tokens = patches.shape[0], patches.shape[1]
-    positions = full_positions(n, tokens)
+    n, tokens = data.positions.shape
     mean_loss = float("nan")
     for epoch in range(settings.epochs):
         order = torch.randperm(n, generator=generator)
         losses = []
         for start in range(0, n, settings.batch_size):
             index = order[start : start + settings.batch_size]
-            batch = drop_tokens(
-                TokenBatch(patches[index], positions[index]), settings.input_dropout, generator
-            )
-            loss = F.cross_entropy(model(batch.to(device)), labels[index].to(device))
+            batch = drop_tokens(data.take(index), settings.input_dropout, generator)
+            batch = as_fed(batch, settings.replay_mode, tokens)
+            loss = model.loss(batch.to(device), targets[index].to(device))
             if replay is not None:
-                stored, stored_labels = replay
-                pick = torch.randperm(len(stored), generator=generator)[: settings.replay_batch_size]
-                replayed = TokenBatch(stored.patches[pick], stored.positions[pick]).to(device)
-                loss = loss + F.cross_entropy(model(replayed), stored_labels[pick].to(device))
+                pick = torch.randperm(len(replay), generator=generator)[: settings.replay_batch_size]
+                # Samples keeping different token counts go in one forward per count, each loss weighted
+                # by its share: the batch mean (samples do not interact), the plain loss for one group.
+                for replayed, stored_targets in replay.draw(pick):
+                    replayed = as_fed(replayed, settings.replay_mode, tokens).to(device)
+                    share = len(replayed) / len(pick)
+                    loss = loss + model.loss(replayed, stored_targets.to(device)) * share
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
@@ -100,17 +129,19 @@ def predict(model: TokenViT, batch: TokenBatch, batch_size: int, device: torch.d
     model.eval()
     predictions = []
     for start in range(0, len(batch), batch_size):
-        chunk = TokenBatch(
-            batch.patches[start : start + batch_size], batch.positions[start : start + batch_size]
-        )
-        predictions.append(model(chunk.to(device)).argmax(dim=1).cpu())
+        chunk = batch.take(slice(start, start + batch_size))
+        predictions.append(model.predict(chunk.to(device)).cpu())
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
 
 
 def accuracy(
-    model: TokenViT, patches: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+    model: TokenViT, data: TokenBatch, labels: torch.Tensor, batch_size: int, device: torch.device
 ) -> float:
     if len(labels) == 0:
         return float("nan")
-    batch = TokenBatch(patches, full_positions(patches.shape[0], patches.shape[1]))
-    return float((predict(model, batch, batch_size, device) == labels).float().mean())
+    return float((predict(model, data, batch_size, device) == labels).float().mean())
+
+
+def whole(patches: torch.Tensor, text: torch.Tensor | None = None) -> TokenBatch:
+    """Every token of each sample, in place order."""
+    return TokenBatch(patches, full_positions(patches.shape[0], patches.shape[1]), text)

@@ -1,5 +1,5 @@
 """Methods: each module registers its selectors with ``@registry.register(kind, name)``."""
 
-from methods import attribution, baselines, coresets, token_basic
+from methods import attribution, baselines, coresets, token_basic, tokengreedy
 
-__all__ = ["attribution", "baselines", "coresets", "token_basic"]
+__all__ = ["attribution", "baselines", "coresets", "token_basic", "tokengreedy"]

@@ -86,20 +86,21 @@ def capture_attention(model: TokenViT) -> Iterator[CapturedAttention]:
 
 
 def attention_and_gradients(
-    model: TokenViT, batch: TokenBatch, targets: torch.Tensor
+    model: nn.Module, batch: TokenBatch, targets: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """Logits [B, C], every block's A_b and ∇A_b = ∂(target logit)/∂A_b, all [B, H, N, N], detached.
+    """Target scores [B], every encoder block's A_b and ∇A_b = ∂(target score)/∂A_b ([B, H, N, N]), detached.
 
-    The target logits of the batch are summed before differentiating: samples
-    do not interact in an eval-mode ViT, so each sample's maps get the
-    gradient of its own target logit.
+    The target score is ``model.target_score`` (a classifier's target logit, a
+    captioner's caption log-likelihood). Scores of the batch are summed before
+    differentiating: samples do not interact in an eval-mode model, so each
+    sample's maps get the gradient of its own score.
     """
-    with torch.enable_grad(), capture_attention(model) as captured:
-        logits = model(batch)
+    encoder = model.encoder
+    with torch.enable_grad(), capture_attention(encoder) as captured:
+        scores = model.target_score(batch, targets)
         maps = captured.tensors()
-        target_logit = logits.gather(1, targets.view(-1, 1)).sum()
-    grads = torch.autograd.grad(target_logit, maps)
-    return logits.detach(), [a.detach() for a in maps], [g.detach() for g in grads]
+    grads = torch.autograd.grad(scores.sum(), maps)
+    return scores.detach(), [a.detach() for a in maps], [g.detach() for g in grads]
 
 
 @dataclass(frozen=True)

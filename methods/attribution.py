@@ -77,15 +77,28 @@ def _on_device(inputs: TokenInputs, targets: torch.Tensor) -> tuple[TokenBatch, 
     return inputs.batch.to(inputs.device), targets.to(inputs.device, dtype=torch.int64)
 
 
-def _as_tokenvit(model: nn.Module) -> TokenViT:
+def _encoder_of(model: nn.Module) -> TokenViT:
+    """The ViT whose attention is read: the model itself, or a captioner's image encoder."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, TokenViT):
+        raise TypeError(
+            f"attribution token selectors need a model with a TokenViT encoder, got {type(model).__name__}"
+        )
+    return encoder
+
+
+def _as_classifier(model: nn.Module, method: str) -> TokenViT:
     if not isinstance(model, TokenViT):
-        raise TypeError(f"attribution token selectors need a TokenViT, got {type(model).__name__}")
+        raise TypeError(
+            f"{method} starts its relevance at a classifier's logits; {type(model).__name__} has none"
+        )
     return model
 
 
-def _patch_scores(relevance: torch.Tensor) -> torch.Tensor:
-    """Row 0 (CLS) of a [B, N, N] relevance matrix, patch columns, as float32 on the CPU."""
-    return relevance[:, 0, 1:].detach().float().cpu().contiguous()
+def _patch_scores(relevance: torch.Tensor, patches: int) -> torch.Tensor:
+    """Row 0 (CLS) of a [B, N, N] relevance matrix, the ``patches`` patch columns (text columns, if any,
+    follow them and are left out), as float32 on the CPU."""
+    return relevance[:, 0, 1 : 1 + patches].detach().float().cpu().contiguous()
 
 
 def attention_rollout(maps: Sequence[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
@@ -131,12 +144,12 @@ class RolloutTokens:
         self.residual = residual
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_tokenvit(model)
+        vit = _encoder_of(model)
         batch, _ = _on_device(inputs, targets)
         with evaluation(vit), torch.no_grad(), capture_attention(vit) as captured:
-            vit(batch)
+            vit.features(batch)
             maps = captured.tensors()
-        return _patch_scores(attention_rollout(maps, self.residual))
+        return _patch_scores(attention_rollout(maps, self.residual), batch.positions.shape[1])
 
 
 @registry.register("token_selector", "gradcam")
@@ -151,11 +164,10 @@ class AttentionGradCAMTokens:
     needs_mask: ClassVar[bool] = False
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_tokenvit(model)
         batch, labels = _on_device(inputs, targets)
-        with evaluation(vit):
-            _, maps, grads = attention_and_gradients(vit, batch, labels)
-        return _patch_scores(positive_head_mean(grads[-1], maps[-1]))
+        with evaluation(model):
+            _, maps, grads = attention_and_gradients(model, batch, labels)
+        return _patch_scores(positive_head_mean(grads[-1], maps[-1]), batch.positions.shape[1])
 
 
 @registry.register("token_selector", "gradrollout")
@@ -165,12 +177,11 @@ class GradientRolloutTokens:
     needs_mask: ClassVar[bool] = False
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_tokenvit(model)
         batch, labels = _on_device(inputs, targets)
-        with evaluation(vit):
-            _, maps, grads = attention_and_gradients(vit, batch, labels)
+        with evaluation(model):
+            _, maps, grads = attention_and_gradients(model, batch, labels)
         weights = [positive_head_mean(g, a) for g, a in zip(grads, maps, strict=True)]
-        return _patch_scores(relevance_rollout(weights))
+        return _patch_scores(relevance_rollout(weights), batch.positions.shape[1])
 
 
 @registry.register("token_selector", "gradlrp")
@@ -186,12 +197,12 @@ class TransformerAttributionTokens:
     needs_mask: ClassVar[bool] = False
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_tokenvit(model)
+        vit = _as_classifier(model, "gradlrp")
         batch, labels = _on_device(inputs, targets)
         with evaluation(vit):
             grads, relevances, _ = gradients_and_lrp(vit, batch, labels)
         weights = [positive_head_mean(g, r) for g, r in zip(grads, relevances, strict=True)]
-        return _patch_scores(relevance_rollout(weights))
+        return _patch_scores(relevance_rollout(weights), batch.positions.shape[1])
 
 
 @registry.register("token_selector", "atman")
@@ -225,21 +236,27 @@ class AtManTokens:
         self.chunk_size = chunk_size
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_tokenvit(model)
+        vit = _encoder_of(model)
         batch, labels = _on_device(inputs, targets)
-        with evaluation(vit), torch.no_grad():
-            table = suppression_factors(vit.embed(batch)[:, 1:], self.suppression, self.similarity_threshold)
+        with evaluation(model), torch.no_grad():
+            patches = batch.positions.shape[1]
+            table = suppression_factors(
+                vit.embed(batch)[:, 1 : 1 + patches], self.suppression, self.similarity_threshold
+            )
+            if batch.text is not None:  # text keys are never suppressed
+                text_columns = table.new_ones(*table.shape[:2], batch.text.shape[1])
+                table = torch.cat([table, text_columns], dim=2)
             size, tokens, width = table.shape
             samples = torch.arange(size, device=table.device)
-            base = self._losses(vit, batch, labels, samples, torch.ones(size, width, device=table.device))
+            base = self._losses(model, batch, labels, samples, torch.ones(size, width, device=table.device))
             # Row r of the perturbed pass is sample r // P with patch r % P suppressed.
             owners = samples.repeat_interleave(tokens)
-            perturbed = self._losses(vit, batch, labels, owners, table.reshape(-1, width))
+            perturbed = self._losses(model, batch, labels, owners, table.reshape(-1, width))
         return (perturbed.view(size, tokens) - base[:, None]).float().cpu()
 
     def _losses(
         self,
-        model: TokenViT,
+        model: nn.Module,
         batch: TokenBatch,
         labels: torch.Tensor,
         owners: torch.Tensor,
@@ -253,10 +270,8 @@ class AtManTokens:
         losses = []
         for start in range(0, len(owners), self.chunk_size):
             rows = owners[start : start + self.chunk_size]
-            chunk = TokenBatch(batch.patches[rows], batch.positions[rows])
-            with suppressed_attention(model, factors[start : start + self.chunk_size]):
-                logits = model(chunk)
-            losses.append(F.cross_entropy(logits.float(), labels[rows], reduction="none"))
+            with suppressed_attention(_encoder_of(model), factors[start : start + self.chunk_size]):
+                losses.append(model.per_sample_loss(batch.take(rows), labels[rows]).float())
         return torch.cat(losses)
 
 
@@ -355,9 +370,9 @@ def gradients_and_lrp(
     started from the one-hot of the target class at the logits.
     """
     with record_activations(_lrp_modules(model)) as seen:
-        logits, _, grads = attention_and_gradients(model, batch, targets)
+        scores, _, grads = attention_and_gradients(model, batch, targets)
     with torch.no_grad():
-        start = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        start = F.one_hot(targets, model.head.out_features).to(scores.dtype)
         relevances, at_input = lrp_attention_relevance(model, seen, start)
     return grads, relevances, at_input
 

@@ -28,7 +28,7 @@ from benchmark import registry
 from benchmark.config import TrainConfig
 from benchmark.model import TokenBatch, TokenViT, full_positions
 from benchmark.pretrain import default_recipe, load_backbone_weights
-from benchmark.train import TrainSettings, seeded_generator, train_experience
+from benchmark.train import TrainSettings, seeded_generator, train_experience, whole
 from methods.base import TokenInputs
 from reports.figures import CAPTION_FONT_SIZE, PAPER_STYLE, save_figure
 from reports.leaderboard import Record, finished_records
@@ -145,7 +145,7 @@ def compute_gallery(
             )
             device = torch.device("cpu")
             generator = seeded_generator(GALLERY_SEED, 1, 0)
-            train_experience(model, optimizer, patches, labels, None, settings, generator, device)
+            train_experience(model, optimizer, whole(patches), labels, None, settings, generator, device)
             model.eval()
             chosen = pick_images(experience.train_labels, count)
             tokens = patches.shape[1]

@@ -35,6 +35,7 @@ class Experience:
     train_text: np.ndarray | None = None  # int64 [n, L]: token ids of a text input (0 = padding)
     test_text: np.ndarray | None = None  # int64 [m, L]
     test_references: tuple[tuple[str, ...], ...] | None = None  # per test sample, its reference texts
+    train_categories: np.ndarray | None = None  # int64 [n]: class of each sample when labels are sequences
 
     def __post_init__(self) -> None:
         for name in ("train_images", "test_images"):
@@ -53,6 +54,15 @@ class Experience:
                 raise ValueError(f"{name} must be int64 [n, L] with one row per image")
         if self.test_references is not None and len(self.test_references) != len(self.test_images):
             raise ValueError("test_references must hold one tuple of references per test image")
+
+    @property
+    def categories(self) -> np.ndarray:
+        """int64 [n]: what per-class selection groups by (the labels, or the categories of sequences)."""
+        if self.train_labels.ndim == 1:
+            return self.train_labels
+        if self.train_categories is None:
+            raise ValueError("sequence targets need train_categories for per-class selection")
+        return self.train_categories
 
     @property
     def train_bytes(self) -> int:
@@ -91,6 +101,7 @@ class TaskStream:
     epochs: int  # epochs a task needs to be learned from the pretrained backbone
     vocabulary: tuple[str, ...] = ()  # words of text inputs / sequence targets; index 0 is padding
     answers: tuple[str, ...] = ()  # names of the classes where they are words (VQA answers)
+    objective: str = "classification"  # registry kind "objective": the model it builds and its metric
 
     @property
     def tokens(self) -> int:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from benchmark.model import TokenViT
 from benchmark.selection import attribution_quality, choose_memory
+from benchmark.train import whole
 from methods.base import SamplePool, Selection, SelectorBase, TokenInputs, per_class_budgets
 from tasks.base import BackboneSpec
 
@@ -54,10 +55,13 @@ class ScoresByPosition:
         return self.scores.expand(len(targets), -1).clone()
 
 
+LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
+
+
 @pytest.fixture(scope="module")
 def tiny() -> tuple[TokenViT, SamplePool, torch.Tensor]:
     model = TokenViT(BackboneSpec(4, 1, 2, "glyphs-20", embed_dim=8, depth=1, num_heads=2), num_classes=3)
-    pool = SamplePool(np.zeros((6, 8), np.float32), None, np.array([0, 0, 1, 1, 2, 2]))
+    pool = SamplePool(np.zeros((6, 8), np.float32), None, LABELS.numpy())
     patches = torch.randint(0, 255, (6, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     return model, pool, patches
 
@@ -66,17 +70,17 @@ def test_top_tokens_by_score_ties_to_the_lower_position(tiny: tuple) -> None:
     model, pool, patches = tiny
     scores = ScoresByPosition([0.1, 0.9, 0.5, 0.5])
     choice = choose_memory(
-        model, pool, patches, None, FixedSamples([4, 1]), scores, 0.5, 2, np.random.default_rng(0),
-        torch.device("cpu"),
+        model, pool, whole(patches), LABELS, None, FixedSamples([4, 1]), scores, 0.5, 2,
+        np.random.default_rng(0), torch.device("cpu"),
     )  # fmt: skip
     assert choice.selection.indices.tolist() == [4, 1]
     assert choice.kept_positions.tolist() == [[1, 2], [1, 2]]  # 0.9, then the first of the tied 0.5s
     assert choice.top_tokens.tolist() == [1, 1]
-    whole = choose_memory(
-        model, pool, patches, None, FixedSamples([0]), scores, 1.0, 1, np.random.default_rng(0),
-        torch.device("cpu"),
+    kept_whole = choose_memory(
+        model, pool, whole(patches), LABELS, None, FixedSamples([0]), scores, 1.0, 1,
+        np.random.default_rng(0), torch.device("cpu"),
     )  # fmt: skip
-    assert whole.kept_positions is None  # t = 1 keeps whole samples: the coreset
+    assert kept_whole.kept_positions is None  # t = 1 keeps whole samples: the coreset
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_a_selector_breaking_the_contract_is_caught(
     model, pool, patches = tiny
     with pytest.raises(ValueError, match=message):
         choose_memory(
-            model, pool, patches, None, FixedSamples(indices, weights), None, 1.0, 2,
+            model, pool, whole(patches), LABELS, None, FixedSamples(indices, weights), None, 1.0, 2,
             np.random.default_rng(0), torch.device("cpu"),
         )  # fmt: skip
 

@@ -11,7 +11,7 @@ import methods.attribution as attribution
 from benchmark import registry
 from benchmark.model import TokenBatch, TokenViT, full_positions
 from benchmark.pretrain import default_recipe, load_backbone_weights, weights_path
-from benchmark.train import TrainSettings, seeded_generator, train_experience
+from benchmark.train import TrainSettings, seeded_generator, train_experience, whole
 from methods.attention_hooks import attention_modules, capture_attention, suppressed_attention
 from methods.base import TokenInputs
 from tasks.base import BackboneSpec, patchify
@@ -266,7 +266,7 @@ def shapes_model() -> tuple[TokenViT, TokenBatch, torch.Tensor, torch.Tensor]:
         epochs=2, batch_size=32, replay_batch_size=32, input_dropout=0.0, eval_batch_size=256
     )
     train_experience(
-        model, optimizer, patches, labels, None, settings, seeded_generator(0, 1), torch.device("cpu")
+        model, optimizer, whole(patches), labels, None, settings, seeded_generator(0, 1), torch.device("cpu")
     )
     model.eval()
     return model, TokenBatch(patches, full_positions(len(labels), patches.shape[1])), labels, masks
