@@ -8,6 +8,12 @@ small transformer decoder (causal self-attention, cross-attention to every
 encoder token state) writes the caption; teacher forcing trains it.
 
 Target rows are ``tasks.caption_text`` ids: bos, words, eos, then 0 (padding).
+
+It answers what the trainer, the selectors and the attributions ask of every
+model (``benchmark.train.ContinualModel``): ``loss`` (mean caption
+cross-entropy), ``per_sample_loss``, ``target_score`` (the caption's mean
+log-likelihood per target token), ``features_and_grad_proxy`` (encoder CLS,
+output-layer gradient proxy) and ``encoder``.
 """
 
 from __future__ import annotations
@@ -36,13 +42,15 @@ class CaptionModel(nn.Module):
         max_length: int,
         decoder_layers: int = 2,
         decoder_heads: int | None = None,
+        mask_token: bool = False,
     ) -> None:
         super().__init__()
         if vocab_size < 4:
             raise ValueError(f"vocab_size must cover pad, bos, eos and a word, got {vocab_size}")
         width = spec.embed_dim
         self.max_length = max_length
-        self.encoder = TokenViT(spec, num_classes=0)  # no classifier head: the decoder reads all token states
+        # No classifier head: the decoder reads every token state. mask_token: for replay = "mask".
+        self.encoder = TokenViT(spec, num_classes=0, mask_token=mask_token)
         self.word_embedding = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
         self.position_embedding = nn.Parameter(torch.zeros(max_length, width))
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
@@ -98,6 +106,22 @@ class CaptionModel(nn.Module):
         token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=PAD_ID, reduction="none")
         counts = (labels != PAD_ID).sum(dim=1).clamp(min=1)
         return token_loss.sum(dim=1) / counts
+
+    def loss(self, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor:
+        """What training minimises: the batch mean of ``per_sample_loss``."""
+        return self.per_sample_loss(batch, targets).mean()
+
+    def target_score(self, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor:
+        """The caption's mean log-likelihood per target token, [B] (= −``per_sample_loss``): what gradient
+        attributions differentiate, as they differentiate a classifier's target logit."""
+        return -self.per_sample_loss(batch, targets)
+
+    def features_and_grad_proxy(
+        self, batch: TokenBatch, targets: torch.Tensor, with_grads: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder CLS features [B, D] and, if asked, ``output_grad_proxy`` [B, g] (one forward each)."""
+        features = self.features(batch)
+        return features, self.output_grad_proxy(batch, targets) if with_grads else None
 
     @torch.no_grad()
     def output_grad_proxy(

@@ -18,6 +18,7 @@ from benchmark.config import CellConfig
 from benchmark.memory import MemoryBuffer, kept_token_count, retention_budget_bytes
 from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
 from benchmark.model import TokenBatch
+from benchmark.objectives import EvalSet, evaluate_row, final_metrics
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.provenance import provenance
 from benchmark.results import FAILED, FINISHED, CellResult
@@ -243,13 +244,10 @@ def _run_cell(
     data = [to_tensors(e, stream.backbone.patch_size) for e in stream.experiences]
     status = on_status or (lambda message, advance: None)
 
+    test_sets = [EvalSet(d.test, d.test_targets, d.test_references) for d in data]
+
     def evaluate_all() -> list[float]:
-        return [
-            objective.evaluate(
-                model, d.test, d.test_targets, d.test_references, settings.eval_batch_size, device
-            )
-            for d in data
-        ]
+        return evaluate_row(objective, model, test_sets, settings.eval_batch_size, device)
 
     memory = MemoryBuffer(stream.tokens)
     tasks = len(data)
@@ -292,6 +290,7 @@ def _run_cell(
             key: float(np.average([row[key] for row in attribution_rows], weights=attribution_weights))
             for key in attribution_rows[0]
         }
+    extra_metrics = final_metrics(objective, model, test_sets, settings.eval_batch_size, device)
     return CellResult(
         config=config.to_dict(),
         config_hash=config.config_hash,
@@ -310,6 +309,7 @@ def _run_cell(
             kept_token_count(config.token_fraction, stream.tokens) if sample_selector.uses_memory else None
         ),
         attribution=attribution,
+        extra_metrics=extra_metrics,
         selection_seconds=select_seconds,
         training_seconds=train_seconds,
         wall_seconds=time.perf_counter() - started,
