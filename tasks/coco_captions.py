@@ -27,7 +27,10 @@ val2014 into validation and test; with 2017 the whole of val is the test set).
 The vocabulary holds the training captions' words seen at least
 ``min_word_count`` times (RATT: 5); rarer words become ``<unk>``. Each training
 image's target is one of its captions, drawn with ``data_seed``;
-``test_references`` holds all captions of each test image.
+``test_references`` holds all captions of each test image. Per-class selection
+groups a training image by the first of its task's categories it shows
+(``train_categories``, ids in the split's category order); the objective is
+``captioning``.
 """
 
 from __future__ import annotations
@@ -232,6 +235,7 @@ class CocoCaptions:
         chosen = {split: self._images_per_task(splits[split], tasks, split) for split in SPLITS}
         train_captions = [c for ids in chosen["train"] for i in ids for c in splits["train"].captions[i]]
         vocabulary = build_vocabulary(train_captions, self.min_word_count)
+        category_ids = {name: i for i, name in enumerate(dict.fromkeys(c for _, cs in tasks for c in cs))}
         experiences = []
         for index in range(len(tasks)):
             train_ids, test_ids = chosen["train"][index], chosen["val"][index]
@@ -246,6 +250,11 @@ class CocoCaptions:
                 captions = splits["train"].captions[image_id]
                 train_texts.append(captions[int(pick.integers(len(captions)))])
             test_references = tuple(tuple(splits["val"].captions[i]) for i in test_ids)
+            # Per-class selection groups an image by the first of its task's categories it shows.
+            own = tasks[index][1]
+            train_categories = [
+                category_ids[next(c for c in own if c in splits["train"].categories[i])] for i in train_ids
+            ]
             experiences.append(
                 Experience(
                     classes=(index,),
@@ -256,6 +265,7 @@ class CocoCaptions:
                         [refs[0] for refs in test_references], vocabulary, self.max_length
                     ),
                     test_references=test_references,
+                    train_categories=np.array(train_categories, dtype=np.int64),
                 )
             )
         backbone = BackboneSpec(
@@ -269,6 +279,7 @@ class CocoCaptions:
             has_masks=False,
             epochs=self.epochs,
             vocabulary=vocabulary,
+            objective="captioning",
         )
 
     def _images_per_task(

@@ -12,7 +12,14 @@ eos, then 0), drawn with the data seed; ``test_references`` holds every
 reference of each test image for the metric (CIDEr), and ``test_labels`` the
 first one encoded. Masks mark the patches of the objects the caption mentions
 (for a test image: any of its references). ``num_classes`` is the vocabulary
-size: the width of the captioner's output layer.
+size: the width of the captioner's output layer; the stream's objective is
+``captioning`` (``benchmark.objectives``).
+
+Per-class selection (herding, CRAIG, GradMatch, per-class budgets) groups the
+samples by ``train_categories``: the main object's shape × colour
+(``shape_index · 8 + colour_index``, 8 per task). The shape alone is the task,
+so grouping by it would make per-class selection per-task; the colour is named
+in almost every caption, so each group shares a caption mode.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from tasks.caption_scenes import (
     longest_caption_words,
 )
 from tasks.caption_text import encode_captions
+from tasks.procedural import COLOURS
 
 SECOND_OBJECT_CHOICES = ("distractor", "any")
+COLOUR_INDEX: dict[str, int] = {colour: index for index, colour in enumerate(COLOURS)}
 
 
 @registry.register("task", "seq-captions")
@@ -118,6 +127,7 @@ class SeqCaptions:
             has_masks=True,
             epochs=self.epochs,
             vocabulary=vocabulary,
+            objective="captioning",
         )
 
     def _experience(
@@ -158,6 +168,10 @@ class SeqCaptions:
             train_masks=train_masks,
             test_masks=self._patch_masks(scenes[test], test_mentions),
             test_references=tuple(tuple(c.text for c in refs) for refs in references[test]),
+            train_categories=np.array(
+                [category * len(COLOURS) + COLOUR_INDEX[s.objects[0].colour] for s in scenes[train]],
+                dtype=np.int64,
+            ),
         )
 
     def _patch_masks(self, scenes: list[Scene], mentions: list[tuple[int, ...]]) -> np.ndarray:

@@ -89,6 +89,9 @@ def test_images_go_to_the_one_task_of_their_categories(coco: tuple[Path, Path]) 
     assert len(stream.experiences) == 2 and not stream.has_masks
     vehicles, animals = stream.experiences
     assert len(vehicles.train_images) == 3 and len(animals.train_images) == 2  # images 1, 2, 8 and 3, 7
+    # per-class selection: the first of the task's categories (car, bus | horse) an image shows
+    assert stream.objective == "captioning"
+    assert vehicles.categories.tolist() == [0, 0, 0] and animals.categories.tolist() == [2, 2]
     # 103 names no task's category; 104's pizza is in no task of this split, so its bus makes it a vehicle
     assert len(vehicles.test_images) == 2 and len(animals.test_images) == 1
     assert vehicles.test_images.shape == (2, 3, 32, 32) and vehicles.test_images.dtype == np.uint8
