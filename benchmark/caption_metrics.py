@@ -14,6 +14,7 @@ already in pycocoevalcap's ``spice/lib``; otherwise its score is ``None`` and
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
 from collections.abc import Hashable, Mapping, Sequence
@@ -74,19 +75,50 @@ def tokenize(captions: Captions) -> dict[Hashable, list[str]]:
     )
 
 
+_PROCESS_METEOR: Any = None  # see process_meteor
+
+
+def process_meteor() -> Any:
+    """One METEOR scorer (and JVM) for the whole process, started on first use, ended at exit.
+
+    A grid's worker processes score one cell after another; loading METEOR's
+    paraphrase tables anew for every cell costs about 10 s. Its scores do not
+    depend on what it scored before (each ``SCORE`` line is scored alone and
+    ``EVAL`` sums the statistics it is given), so sharing changes no number.
+    """
+    global _PROCESS_METEOR
+    if _PROCESS_METEOR is None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _PROCESS_METEOR = Meteor()
+        atexit.register(_end_process_meteor)
+    return _PROCESS_METEOR
+
+
+def _end_process_meteor() -> None:
+    global _PROCESS_METEOR
+    meteor, _PROCESS_METEOR = _PROCESS_METEOR, None
+    if meteor is not None:
+        meteor.meteor_p.stdin.close()
+        meteor.meteor_p.kill()
+        meteor.meteor_p.wait()
+
+
 class CaptionScorer:
     """Scores caption sets with the chosen metrics, starting METEOR's JVM once (it loads for seconds).
 
     Use as a context manager (``with CaptionScorer() as scorer: scorer.score(refs, preds)``);
-    ``score_many`` also tokenizes every set in one tokenizer run.
+    ``score_many`` also tokenizes every set in one tokenizer run. ``shared_meteor`` uses the
+    process's METEOR (``process_meteor``) instead of one of its own, and leaves it running.
     """
 
-    def __init__(self, metrics: Sequence[str] = ALL_METRICS) -> None:
+    def __init__(self, metrics: Sequence[str] = ALL_METRICS, shared_meteor: bool = False) -> None:
         unknown = [m for m in metrics if m not in ALL_METRICS]
         if unknown:
             raise ValueError(f"unknown caption metrics {unknown}; known: {list(ALL_METRICS)}")
         require_java()
         self.metrics = tuple(metrics)
+        self.shared_meteor = shared_meteor
         self._meteor: Any = None
 
     def __enter__(self) -> CaptionScorer:
@@ -134,11 +166,15 @@ class CaptionScorer:
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
             out |= {name: float(value) for name, value in zip(BLEU_METRICS, bleu, strict=True)}
         if "METEOR" in wanted:
-            if self._meteor is None:
-                from pycocoevalcap.meteor.meteor import Meteor
+            if self.shared_meteor:
+                meteor = process_meteor()
+            else:
+                if self._meteor is None:
+                    from pycocoevalcap.meteor.meteor import Meteor
 
-                self._meteor = Meteor()
-            out["METEOR"] = float(self._meteor.compute_score(gts, res)[0])
+                    self._meteor = Meteor()
+                meteor = self._meteor
+            out["METEOR"] = float(meteor.compute_score(gts, res)[0])
         if "ROUGE_L" in wanted:
             out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
         if "CIDEr" in wanted:

@@ -201,5 +201,5 @@ class Captioning:
             predictions = self.captions(model, test.data, batch_size, device)
             references = {i: list(refs) for i, refs in enumerate(test.references)}
             jobs.append((references, dict(enumerate(predictions))))
-        with CaptionScorer(metrics) as scorer:
+        with CaptionScorer(metrics, shared_meteor=True) as scorer:  # one METEOR JVM per worker process
             return scorer.score_many(jobs)

@@ -13,6 +13,7 @@ from benchmark.caption_metrics import (
     ALL_METRICS,
     CaptionScorer,
     caption_scores,
+    process_meteor,
     spice_unavailable_reason,
 )
 from benchmark.errors import UserError
@@ -59,6 +60,17 @@ def test_scores_equal_pycocoevalcap_scorers_called_directly() -> None:
     else:
         assert scores["SPICE"] is None and scores.not_available == {"SPICE": reason}
         assert "stanford-corenlp-3.6.0" in reason
+
+
+def test_the_process_meteor_scores_as_a_fresh_one_whatever_it_scored_before() -> None:
+    with CaptionScorer(("METEOR",)) as fresh:
+        expected = fresh.score(REFERENCES, PREDICTIONS)
+    wrong = {k: "a cyan cross on the left" for k in REFERENCES}
+    with CaptionScorer(("METEOR",), shared_meteor=True) as shared:
+        shared.score(REFERENCES, wrong)
+    with CaptionScorer(("METEOR",), shared_meteor=True) as shared:
+        assert shared.score(REFERENCES, PREDICTIONS) == expected
+    assert process_meteor() is process_meteor()
 
 
 def test_a_reference_scores_higher_cider_than_a_wrong_caption() -> None:
