@@ -65,12 +65,26 @@ def spice_unavailable_reason() -> str | None:
     return None
 
 
+class _QuietSubprocess:
+    """``subprocess`` as pycocoevalcap's PTB tokenizer module sees it, but its Java process's stderr
+    (a "PTBTokenizer tokenized N tokens" line per call, dozens per cell) is captured, not printed."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(*args, **kwargs)
+
+
 def tokenize(captions: Captions) -> dict[Hashable, list[str]]:
     """PTB-tokenize captions per id, as COCO's evaluation does (needs Java)."""
     require_java()
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    from pycocoevalcap.tokenizer import ptbtokenizer
 
-    return PTBTokenizer().tokenize(
+    ptbtokenizer.subprocess = _QuietSubprocess()  # type: ignore[assignment]
+    return ptbtokenizer.PTBTokenizer().tokenize(
         {key: [{"caption": text} for text in texts] for key, texts in captions.items()}
     )
 

@@ -18,6 +18,7 @@ from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weight
 from benchmark.results import FINISHED, CellResult
 from methods.attribution import gradients_and_lrp
 from methods.base import TokenInputs
+from reports.gallery import GallerySource, compute_gallery, draw_gallery
 from tasks.base import patchify
 from tasks.procedural import COLOURS
 
@@ -200,3 +201,12 @@ def test_gradlrp_on_the_captioner_conserves_the_output_relevance(stream) -> None
     scores = selector.rank(model, TokenInputs(batch, np.random.default_rng(0)), targets)
     assert scores.shape == (3, 16) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_report_gallery_ranks_the_captioners_tokens(stream) -> None:
+    source = GallerySource("seq-captions", dict(TASK_PARAMS), {})
+    gallery = compute_gallery(source, stream, count=3, epochs=1)
+    assert set(gallery.kept) == set(registry.names("token_selector"))
+    assert all(keep.shape == (3, 16) and (keep.sum(axis=1) == 4).all() for keep in gallery.kept.values())
+    assert len(gallery.captions) == 3 and all("circle" in gallery.row_label(i) for i in range(3))
+    draw_gallery(gallery, "test")
