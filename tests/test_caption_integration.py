@@ -9,13 +9,14 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import ALL_METRICS, tokenize
 from benchmark.captioner import CaptionModel
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import TaskCache, run_cell, store_task_memory, to_tensors
 from benchmark.config import CellConfig, TrainConfig
-from benchmark.memory import kept_token_count
+from benchmark.memory import MemoryBuffer, kept_token_count
 from benchmark.model import TokenBatch, full_positions
 from benchmark.objectives import Captioning, EvalSet
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.results import FINISHED, CellResult
+from benchmark.train import TrainSettings
 from methods.attribution import gradients_and_lrp
 from methods.base import TokenInputs
 from reports.gallery import GallerySource, compute_gallery, draw_gallery
@@ -210,3 +211,33 @@ def test_report_gallery_ranks_the_captioners_tokens(stream) -> None:
     assert all(keep.shape == (3, 16) and (keep.sum(axis=1) == 4).all() for keep in gallery.kept.values())
     assert len(gallery.captions) == 3 and all("circle" in gallery.row_label(i) for i in range(3))
     draw_gallery(gallery, "test")
+
+
+MEMORY_SAMPLE_SELECTORS = [n for n in registry.names("sample_selector") if n not in ("none", "joint")]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [*MEMORY_SAMPLE_SELECTORS, *(f"random+{t}" for t in registry.names("token_selector"))],
+)
+def test_every_selector_stores_a_caption_tasks_memory(stream, method: str) -> None:
+    # What run_cell does after a task, for each selector, on the captioner (every cell would take ~20 s).
+    config = cell(method, token_fraction=0.25 if "+" in method else 1.0)
+    objective = Captioning()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = objective.build_model(stream, mask_token=False)
+    sample = registry.create("sample_selector", config.sample_selector)
+    token = (
+        None if config.token_selector is None else registry.create("token_selector", config.token_selector)
+    )
+    settings = TrainSettings(
+        epochs=1, batch_size=16, replay_batch_size=16, input_dropout=0.0, eval_batch_size=64
+    )
+    memory = MemoryBuffer(stream.tokens)
+    for index in range(2):  # the second task's selection sees the first's memory (OCS, drawn from it)
+        current = to_tensors(stream.experiences[index], stream.backbone.patch_size)
+        store_task_memory(model, memory, current, index, config, sample, token, settings, torch.device("cpu"))
+    assert len(memory.entries) == 2 and all(len(entry) > 0 for entry in memory.entries)
+    assert memory.bytes_used <= memory.bytes_allowed
+    assert memory.entries[0].labels.shape[1] == stream.experiences[0].train_labels.shape[1]
