@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmark import registry
-from benchmark.caption_metrics import ALL_METRICS, HEADLINE_METRIC, CaptionScorer
+from benchmark.caption_metrics import ALL_METRICS, HEADLINE_METRIC, CaptionScorer, require_java
 from benchmark.captioner import CaptionModel
 from benchmark.model import TokenBatch, TokenViT
 from benchmark.train import ContinualModel, accuracy
@@ -128,6 +128,11 @@ class Captioning:
 
     def __init__(self) -> None:
         self.vocabulary: tuple[str, ...] = ()  # set by build_model: how generated ids become words
+
+    @staticmethod
+    def check_available() -> None:
+        """Before a grid runs (``benchmark.preflight``): the metrics' Java, or a one-line UserError."""
+        require_java()
 
     def build_model(self, stream: TaskStream, mask_token: bool) -> CaptionModel:
         targets = stream.experiences[0].train_labels

@@ -11,9 +11,12 @@ from benchmark.caption_metrics import ALL_METRICS, tokenize
 from benchmark.captioner import CaptionModel
 from benchmark.cell import TaskCache, run_cell, store_task_memory, to_tensors
 from benchmark.config import CellConfig, TrainConfig
+from benchmark.errors import UserError
+from benchmark.grid import load_grid
 from benchmark.memory import MemoryBuffer, kept_token_count
 from benchmark.model import TokenBatch, full_positions
 from benchmark.objectives import Captioning, EvalSet
+from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.results import FINISHED, CellResult
 from benchmark.train import TrainSettings
@@ -241,3 +244,16 @@ def test_every_selector_stores_a_caption_tasks_memory(stream, method: str) -> No
     assert len(memory.entries) == 2 and all(len(entry) > 0 for entry in memory.entries)
     assert memory.bytes_used <= memory.bytes_allowed
     assert memory.entries[0].labels.shape[1] == stream.experiences[0].train_labels.shape[1]
+
+
+def test_a_caption_grid_without_java_is_refused_before_any_cell(tmp_path, monkeypatch) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'tasks = ["seq-captions"]\nmethods = ["none"]\nretention = [0.05]\nseeds = [0]\n'
+        "[task_params.seq-captions]\ntrain_per_task = 30\ntest_per_task = 10\n"
+    )
+    cache = TaskCache()
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(UserError, match="need Java") as caught:
+        preflight(load_grid(grid), cache, WEIGHTS_DIR)
+    assert "\n" not in str(caught.value)
