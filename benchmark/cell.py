@@ -25,6 +25,7 @@ from benchmark.memory import (
 )
 from benchmark.metrics import average_forgetting, backward_transfer, diagonal_mean, final_average_accuracy
 from benchmark.model import TokenBatch
+from benchmark.objectives import EvalSet, evaluate_row, final_metrics
 from benchmark.partial_inputs import PARTIAL_FRACTIONS, partial_row, token_orders
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.provenance import provenance
@@ -380,13 +381,10 @@ def _run_cell(
     data = [to_tensors(e, stream.backbone.patch_size) for e in stream.experiences]
     status = on_status or (lambda message, advance: None)
 
+    test_sets = [EvalSet(d.test, d.test_targets, d.test_references) for d in data]
+
     def evaluate_all() -> list[float]:
-        return [
-            objective.evaluate(
-                model, d.test, d.test_targets, d.test_references, settings.eval_batch_size, device
-            )
-            for d in data
-        ]
+        return evaluate_row(objective, model, test_sets, settings.eval_batch_size, device)
 
     partial_fractions = sorted(
         {*PARTIAL_FRACTIONS, *([config.token_fraction] if isinstance(config.token_fraction, float) else [])},
@@ -451,6 +449,7 @@ def _run_cell(
             key: float(np.average([row[key] for row in attribution_rows], weights=attribution_weights))
             for key in attribution_rows[0]
         }
+    extra_metrics = final_metrics(objective, model, test_sets, settings.eval_batch_size, device)
     return CellResult(
         config=config.to_dict(),
         config_hash=config.config_hash,
@@ -475,6 +474,7 @@ def _run_cell(
             [s.auto_scores for s in stored_tasks] if config.token_fraction == AUTO else None
         ),
         attribution=attribution,
+        extra_metrics=extra_metrics,
         selection_seconds=select_seconds,
         training_seconds=train_seconds,
         wall_seconds=time.perf_counter() - started,

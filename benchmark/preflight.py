@@ -1,4 +1,4 @@
-"""Refuse an impossible grid before any cell runs: data, weights, masks and budgets."""
+"""Refuse an impossible grid before any cell runs: data, weights, masks, budgets, what objectives need."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
     checked_budgets: set[tuple[str, float, float]] = set()
     for cell in grid.cells:
         stream = cache.get(cell.task, cell.task_params)
+        # An objective may say what it needs beyond the data (captioning: Java for its metrics).
+        check_available = getattr(registry.get("objective", stream.objective), "check_available", None)
+        if check_available is not None:
+            check_available()
         if cell.train.backbone_weights:
             path = Path(cell.train.backbone_weights).expanduser()
             with torch.device("meta"):  # shapes only, no memory

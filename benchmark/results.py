@@ -46,9 +46,15 @@ class CellResult:
     training_seconds: float = 0.0
     wall_seconds: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The objective's end-of-cell metric set (captioning: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE per
+    # task), None where it has none; left out of the record then, so classification records keep their keys.
+    extra_metrics: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if record["extra_metrics"] is None:
+            del record["extra_metrics"]
+        return record
 
 
 def cell_path(results_dir: Path, config_hash: str) -> Path:

@@ -154,6 +154,8 @@ class MlflowTracker:
         }
         for name, values in per_task.items():
             metrics.extend(Metric(name, float(v), now, i) for i, v in enumerate(values) if v is not None)
+        for key, value in ((result.extra_metrics or {}).get("average") or {}).items():
+            finals[f"final_{key}"] = value  # e.g. final_METEOR: mean over tasks with the final model
         metrics.extend(Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None)
         tags = [RunTag("error", result.error[:5000])] if result.error else []
         for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits

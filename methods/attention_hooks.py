@@ -18,7 +18,7 @@ these functions exactly as it came (fused attention flag included).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -95,12 +95,31 @@ def attention_and_gradients(
     differentiating: samples do not interact in an eval-mode model, so each
     sample's maps get the gradient of its own score.
     """
+    scores, maps, grads, _ = attention_and_output_gradients(model, batch, targets, ())
+    return scores, maps, grads
+
+
+def attention_and_output_gradients(
+    model: nn.Module, batch: TokenBatch, targets: torch.Tensor, outputs_of: Sequence[nn.Module]
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """As ``attention_and_gradients``, plus (output, ∂(target score)/∂output) of each module of
+    ``outputs_of`` (each must run once in the forward, downstream of the first block), detached."""
     encoder = model.encoder
-    with torch.enable_grad(), capture_attention(encoder) as captured:
+    outputs: list[torch.Tensor | None] = [None] * len(outputs_of)
+    with torch.enable_grad(), capture_attention(encoder) as captured, ExitStack() as stack:
+        for index, module in enumerate(outputs_of):
+            stack.enter_context(_hooked(module.register_forward_hook(_store_output(outputs, index))))
         scores = model.target_score(batch, targets)
+        total = scores.sum()  # inside enable_grad: under a caller's no_grad the sum would leave the graph
         maps = captured.tensors()
-    grads = torch.autograd.grad(scores.sum(), maps)
-    return scores.detach(), [a.detach() for a in maps], [g.detach() for g in grads]
+    if any(output is None for output in outputs):
+        raise RuntimeError("a module whose output gradient was asked for did not run in the forward")
+    seen = [output for output in outputs if output is not None]
+    grads = torch.autograd.grad(total, [*maps, *seen])
+    detached = [
+        (output.detach(), grad.detach()) for output, grad in zip(seen, grads[len(maps) :], strict=True)
+    ]
+    return scores.detach(), [a.detach() for a in maps], [g.detach() for g in grads[: len(maps)]], detached
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,21 @@ sum splits relevance in proportion to x·R/z and renormalises the two parts so
 that their totals keep the ratio of their absolute values and add up to the
 incoming total (done per sample here; the reference sums over the batch,
 which it only ever runs at size 1).
+
+Where the relevance starts. A classifier's starts at its logits (the one-hot of
+the target class) and reaches the blocks through the head at the CLS token, so
+its rollout is read at row 0 (CLS), as in the paper. A captioner
+(``benchmark.captioner``) has no logits of the image: its decoder reads every
+encoder token state. The decoder is not decomposed by LRP rules; the relevance
+of the encoder's output states X (after the final LayerNorm, an identity rule)
+is gradient × input of the target score, the caption's log-likelihood:
+R_X = X ⊙ ∂s/∂X (gradient × input, Shrikumar et al. 2016, which equals LRP-0
+on a bias-free piecewise-linear network). From there the same rules run down
+the encoder blocks, and the rollout is read at the mix of its rows weighted by
+each output token's share of the positive relevance, w_i ∝ (Σ_d R_X[i, d])⁺ —
+for a classifier that mix is row 0 alone, since only CLS reaches the head. This
+extension is ours, not the paper's (Chefer et al.'s encoder–decoder method is
+their ICCV 2021 "Generic Attention-model Explainability", ``gradrollout`` here).
 """
 
 from __future__ import annotations
@@ -49,6 +64,7 @@ from benchmark.model import TokenBatch, TokenViT
 from methods.attention_hooks import (
     Activation,
     attention_and_gradients,
+    attention_and_output_gradients,
     capture_attention,
     record_activations,
     suppressed_attention,
@@ -85,14 +101,6 @@ def _encoder_of(model: nn.Module) -> TokenViT:
             f"attribution token selectors need a model with a TokenViT encoder, got {type(model).__name__}"
         )
     return encoder
-
-
-def _as_classifier(model: nn.Module, method: str) -> TokenViT:
-    if not isinstance(model, TokenViT):
-        raise TypeError(
-            f"{method} starts its relevance at a classifier's logits; {type(model).__name__} has none"
-        )
-    return model
 
 
 def _patch_scores(relevance: torch.Tensor, patches: int) -> torch.Tensor:
@@ -191,18 +199,23 @@ class TransformerAttributionTokens:
     From "Transformer Interpretability Beyond Attention Visualization":
     R_A = R_{A_b} is the LRP relevance of the target class reaching block b's
     attention map (rules: module docstring,
-    ``lrp_attention_relevance``).
+    ``lrp_attention_relevance``). On a captioner the relevance starts at the
+    encoder's output states (gradient × input of the caption log-likelihood)
+    and the rollout is read at the output tokens' relevance mix (module docstring).
     """
 
     needs_mask: ClassVar[bool] = False
 
     def rank(self, model: nn.Module, inputs: TokenInputs, targets: torch.Tensor) -> torch.Tensor:
-        vit = _as_classifier(model, "gradlrp")
         batch, labels = _on_device(inputs, targets)
-        with evaluation(vit):
-            grads, relevances, _ = gradients_and_lrp(vit, batch, labels)
+        with evaluation(model):
+            grads, relevances, _, read_out = gradients_and_lrp_read_out(model, batch, labels)
         weights = [positive_head_mean(g, r) for g, r in zip(grads, relevances, strict=True)]
-        return _patch_scores(relevance_rollout(weights), batch.positions.shape[1])
+        rollout = relevance_rollout(weights)
+        patches = batch.positions.shape[1]
+        if isinstance(model, TokenViT):
+            return _patch_scores(rollout, patches)  # row 0: what read_out selects, without the product
+        return _patch_scores(read_out.unsqueeze(1) @ rollout, patches)
 
 
 @registry.register("token_selector", "atman")
@@ -338,9 +351,9 @@ def lrp_residual(
     return parts[0] * safe_divide(shares[0], sums[0]), parts[1] * safe_divide(shares[1], sums[1])
 
 
-def _lrp_modules(model: TokenViT) -> dict[str, nn.Module]:
+def _lrp_modules(model: TokenViT, head: bool = True) -> dict[str, nn.Module]:
     """The submodules whose inputs/outputs the relevance pass reads, by a stable name."""
-    modules: dict[str, nn.Module] = {"head": model.head}
+    modules: dict[str, nn.Module] = {"head": model.head} if head else {}
     for index, block in enumerate(model.vit.blocks):
         attn = block.attn
         if getattr(attn, "gate", None) is not None:
@@ -361,20 +374,42 @@ def _lrp_modules(model: TokenViT) -> dict[str, nn.Module]:
 
 
 def gradients_and_lrp(
-    model: TokenViT, batch: TokenBatch, targets: torch.Tensor
+    model: nn.Module, batch: TokenBatch, targets: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """∇A_b and LRP relevance R_{A_b} per block ([B, H, N, N]); the relevance [B, N, D] at the blocks' input.
 
     One forward records what the rules need and the attention maps; the
     gradient comes from autograd, the relevance from the explicit pass below,
-    started from the one-hot of the target class at the logits.
+    started from the one-hot of the target class at a classifier's logits, or
+    from gradient × input at a captioner's encoder output (module docstring).
     """
-    with record_activations(_lrp_modules(model)) as seen:
-        scores, _, grads = attention_and_gradients(model, batch, targets)
-    with torch.no_grad():
-        start = F.one_hot(targets, model.head.out_features).to(scores.dtype)
-        relevances, at_input = lrp_attention_relevance(model, seen, start)
+    grads, relevances, at_input, _ = gradients_and_lrp_read_out(model, batch, targets)
     return grads, relevances, at_input
+
+
+def gradients_and_lrp_read_out(
+    model: nn.Module, batch: TokenBatch, targets: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``gradients_and_lrp`` and the row mix w [B, N] the rollout is read at (CLS alone for a classifier)."""
+    if isinstance(model, TokenViT):
+        with record_activations(_lrp_modules(model)) as seen:
+            scores, _, grads = attention_and_gradients(model, batch, targets)
+        with torch.no_grad():
+            start = F.one_hot(targets, model.head.out_features).to(scores.dtype)
+            relevances, at_input = lrp_attention_relevance(model, seen, start)
+        read_out = torch.zeros(at_input.shape[:2], dtype=at_input.dtype, device=at_input.device)
+        read_out[:, 0] = 1.0
+        return grads, relevances, at_input, read_out
+    encoder = _encoder_of(model)
+    with record_activations(_lrp_modules(encoder, head=False)) as seen:
+        _, _, grads, outputs = attention_and_output_gradients(model, batch, targets, [encoder.vit.norm])
+    with torch.no_grad():
+        states, state_grads = outputs[0]
+        at_output = states * state_grads  # gradient × input; the final LayerNorm is an identity rule
+        relevances, at_input = lrp_block_relevance(encoder, seen, at_output)
+        per_token = at_output.sum(dim=-1).clamp(min=0)
+        read_out = safe_divide(per_token, per_token.sum(dim=1, keepdim=True))
+    return grads, relevances, at_input, read_out
 
 
 def lrp_attention_relevance(
@@ -386,6 +421,15 @@ def lrp_attention_relevance(
     # fc_norm and the final norm are identity rules; only CLS (token 0) is read by the head.
     relevance = torch.zeros_like(seen["0.block"].input)
     relevance[:, 0] = pooled
+    return lrp_block_relevance(model, seen, relevance)
+
+
+def lrp_block_relevance(
+    model: TokenViT, seen: dict[str, Activation], relevance_at_output: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Propagate relevance [B, N, D] at the last block's output down the recorded blocks: R_{A_b} per
+    block, and R at the first block's input."""
+    relevance = relevance_at_output
     blocks = list(model.vit.blocks)
     per_block: list[torch.Tensor] = [torch.empty(0)] * len(blocks)
     for index in reversed(range(len(blocks))):

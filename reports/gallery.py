@@ -26,13 +26,14 @@ from matplotlib.figure import Figure
 
 from benchmark import registry
 from benchmark.config import TrainConfig
-from benchmark.model import TokenBatch, TokenViT, full_positions
+from benchmark.model import TokenBatch, full_positions
 from benchmark.pretrain import default_recipe, load_backbone_weights
 from benchmark.train import TrainSettings, seeded_generator, train_experience, whole
 from methods.base import TokenInputs
 from reports.figures import CAPTION_FONT_SIZE, PAPER_STYLE, save_figure
 from reports.leaderboard import Record, finished_records
 from tasks.base import TaskStream, patchify
+from tasks.caption_text import decode_ids
 
 GALLERY_SEED = 0
 GALLERY_EPOCHS = 3
@@ -57,11 +58,17 @@ class GallerySource:
 @dataclass(frozen=True)
 class Gallery:
     images: np.ndarray  # uint8 [n, C, H, W]
-    labels: np.ndarray  # int64 [n]
+    labels: np.ndarray  # int64 [n] classes, or [n, L] captions
     masks: np.ndarray  # bool [n, P]
     kept: dict[str, np.ndarray]  # selector -> bool [n, P]
     patch_size: int
     kept_per_image: int
+    captions: tuple[str, ...] = ()  # a caption task's target caption of each image (its row label)
+
+    def row_label(self, row: int) -> str:
+        if self.captions:
+            return textwrap.fill(self.captions[row], 24)
+        return f"class {int(self.labels[row])}"
 
 
 def gallery_sources(records: Sequence[Record]) -> list[GallerySource]:
@@ -132,8 +139,9 @@ def compute_gallery(
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(GALLERY_SEED)
-            model = TokenViT(spec, stream.num_classes)
-            model.load_backbone(load_backbone_weights(default_recipe(spec)))
+            # The task's own model (a classifier, or a captioner for a caption task), as a cell builds it.
+            model = registry.create("objective", stream.objective).build_model(stream, mask_token=False)
+            model.encoder.load_backbone(load_backbone_weights(default_recipe(spec)))
             train = TrainConfig()
             optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
             settings = TrainSettings(
@@ -147,7 +155,7 @@ def compute_gallery(
             generator = seeded_generator(GALLERY_SEED, 1, 0)
             train_experience(model, optimizer, whole(patches), labels, None, settings, generator, device)
             model.eval()
-            chosen = pick_images(experience.train_labels, count)
+            chosen = pick_images(experience.categories, count)
             tokens = patches.shape[1]
             kept_count = math.ceil(token_fraction * tokens)
             batch = TokenBatch(patches[chosen], full_positions(len(chosen), tokens))
@@ -172,6 +180,11 @@ def compute_gallery(
         kept=kept,
         patch_size=spec.patch_size,
         kept_per_image=kept_count,
+        captions=(
+            tuple(decode_ids(row.tolist(), stream.vocabulary) for row in experience.train_labels[chosen])
+            if experience.train_labels.ndim == 2
+            else ()
+        ),
     )
 
 
@@ -210,9 +223,7 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False)
     size = gallery.images.shape[-1]
-    for row, (image, label, mask) in enumerate(
-        zip(gallery.images, gallery.labels, gallery.masks, strict=True)
-    ):
+    for row, (image, mask) in enumerate(zip(gallery.images, gallery.masks, strict=True)):
         rgb = image.transpose(1, 2, 0).astype(float) / 255.0
         if rgb.shape[-1] == 1:
             rgb = np.repeat(rgb, 3, axis=-1)
@@ -226,7 +237,7 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
             if column == 0:
                 axes.imshow(rgb, interpolation="nearest")
                 _outline(axes, mask, gallery.patch_size, MASK_COLOR, 1.2)
-                axes.set_ylabel(f"class {int(label)}", fontsize=CAPTION_FONT_SIZE)
+                axes.set_ylabel(gallery.row_label(row), fontsize=CAPTION_FONT_SIZE)
                 if row == 0:
                     axes.set_title("image, mask", fontsize=7)
                 continue

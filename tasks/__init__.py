@@ -1,5 +1,23 @@
 """Tasks: each module registers its entries with ``@registry.register("task", name)``."""
 
-from tasks import clevr, pretrain_sets, seq_vqa, split_cifar100, split_digits, split_shapes
+from tasks import (
+    clevr,
+    coco_captions,
+    pretrain_sets,
+    seq_captions,
+    seq_vqa,
+    split_cifar100,
+    split_digits,
+    split_shapes,
+)
 
-__all__ = ["clevr", "pretrain_sets", "seq_vqa", "split_cifar100", "split_digits", "split_shapes"]
+__all__ = [
+    "clevr",
+    "coco_captions",
+    "pretrain_sets",
+    "seq_captions",
+    "seq_vqa",
+    "split_cifar100",
+    "split_digits",
+    "split_shapes",
+]
