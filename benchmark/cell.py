@@ -475,6 +475,7 @@ def _run_cell(
         ),
         attribution=attribution,
         extra_metrics=extra_metrics,
+        metric=objective.metric,
         selection_seconds=select_seconds,
         training_seconds=train_seconds,
         wall_seconds=time.perf_counter() - started,

@@ -49,6 +49,7 @@ class CellResult:
     # The objective's end-of-cell metric set (captioning: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE per
     # task), None where it has none; left out of the record then, so classification records keep their keys.
     extra_metrics: dict[str, Any] | None = None
+    metric: str = "accuracy"  # what the accuracy matrix holds (the objective's metric: accuracy, CIDEr)
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)

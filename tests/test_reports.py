@@ -468,3 +468,19 @@ def test_ranks_within_task_and_retention_and_overall() -> None:
     assert overall["mean_rank"].tolist() == pytest.approx([4 / 3, 4 / 3])
     assert overall["overall_rank"].tolist() == [1, 1]
     assert overall["groups"].tolist() == [3, 3] and overall["tasks"].tolist() == [2, 2]
+
+
+def test_a_task_scored_by_cider_is_named_and_not_judged_by_the_accuracy_threshold() -> None:
+    from reports.leaderboard import leaderboard_frame, leaderboard_markdown
+
+    cells = [finished_cell("split_shapes", "random", 0.05, seed) for seed in (0, 1)]
+    captions = []
+    for seed in (0, 1):
+        cell = finished_cell("split_digits", "random", 0.05, seed)
+        cell.update(metric="CIDEr", diagonal_mean=0.5)  # a CIDEr diagonal below 0.9 is no failure to learn
+        captions.append(cell)
+    frame = leaderboard_frame(cells + captions)
+    assert frame.set_index("task").loc["split_digits", "learned"]
+    text = leaderboard_markdown(frame, "caption")
+    assert "split_digits: the final-accuracy and forgetting columns hold CIDEr" in text
+    assert "split_shapes:" not in text
