@@ -209,6 +209,8 @@ def memory_accuracy_figure(records: Sequence[Record], task: str, out_dir: Path, 
 def _matches(value: float | None, wanted: float | None) -> bool:
     if value is None or wanted is None:
         return value is None and wanted is None
+    if math.isnan(value) or math.isnan(wanted):  # NaN: token_fraction = "auto"
+        return math.isnan(value) and math.isnan(wanted)
     return math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12)
 
 
@@ -272,8 +274,8 @@ def accuracy_matrix_figure(
     matrix, seeds = mean_accuracy_matrix(records, task, method, retention, token_fraction)
     retention_text = "bound" if retention is None else f"{retention * 100:g}%"
     fraction_text = ""
-    if token_fraction is not None and token_fraction < 1.0:
-        fraction_text = f", t={token_fraction:g}"
+    if token_fraction is not None and (math.isnan(token_fraction) or token_fraction < 1.0):
+        fraction_text = ", t=auto" if math.isnan(token_fraction) else f", t={token_fraction:g}"
     with matplotlib.rc_context(PAPER_STYLE):
         figure = Figure(figsize=(COLUMN_WIDTH_INCHES, 3.0 if caption else 2.8), layout="constrained")
         FigureCanvasAgg(figure)
@@ -304,7 +306,9 @@ def accuracy_matrix_figure(
                 textwrap.fill(caption, NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25"
             )
         retention_slug = "bound" if retention is None else f"r{retention * 100:g}"
-        fraction_slug = f"_t{token_fraction:g}" if fraction_text else ""
+        fraction_slug = ""
+        if fraction_text and token_fraction is not None:
+            fraction_slug = "_tauto" if math.isnan(token_fraction) else f"_t{token_fraction:g}"
         stem = f"accuracy_matrix_{file_slug(task)}_{file_slug(method)}_{retention_slug}{fraction_slug}"
         return save_figure(figure, out_dir / stem)
 
