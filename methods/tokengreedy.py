@@ -62,7 +62,9 @@ def greedy_pairs(
     lower position. A sample cut off mid-way keeps only tokens strictly more
     relevant than its best dropped one (a tie across the cut would make the
     cut arbitrary), so a relevance that is constant over tokens keeps whole
-    samples. The bytes of the result never exceed ``budget_bytes``.
+    samples. Where the next token does not fit but the rest of its sample does
+    (a whole sample stores no positions), the sample is completed. The bytes of
+    the result never exceed ``budget_bytes``.
     """
     n, tokens = relevance.shape
     scaled = scaled_relevance(relevance)
@@ -74,11 +76,20 @@ def greedy_pairs(
     kept: dict[int, list[int]] = {}
     for pair in order:
         sample, position = int(sample_of[pair]), int(position_of[pair])
-        have = len(kept.get(sample, []))
-        cost = costs.of(have + 1) - (costs.of(have) if have else 0)
+        have = kept.get(sample, [])
+        if position in have:
+            continue  # taken when its sample was completed
+        spent = costs.of(len(have)) if have else 0
+        cost = costs.of(len(have) + 1) - spent
         if cost <= left:
             left -= cost
             kept.setdefault(sample, []).append(position)
+        elif costs.of(tokens) - spent <= left:
+            # A whole sample stores no positions, so completing it can cost less than the next
+            # partial step: take the rest of its tokens.
+            left -= costs.of(tokens) - spent
+            rest = [p for p in np.argsort(-scaled[sample], kind="stable").tolist() if p not in have]
+            kept.setdefault(sample, []).extend(int(p) for p in rest)
     chosen: dict[int, np.ndarray] = {}
     for sample, positions in kept.items():
         if len(positions) < tokens:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from benchmark.cell import TaskCache, run_cell
@@ -182,6 +182,7 @@ def test_tokengreedy_never_exceeds_the_budget(samples: int, budget: int, seed: i
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 12), st.integers(0, 600), st.integers(0, 2**16))
+@example(1, 98, 0)  # exactly one whole sample's bytes: reached only by completing the sample
 def test_tokengreedy_with_constant_relevance_keeps_whole_samples(
     samples: int, budget: int, seed: int
 ) -> None:
