@@ -42,3 +42,42 @@ class Glyphs20:
     def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         return render_glyphs(glyph_prototypes(self.classes, rng), per_class, rng, image_size=image_size)
+
+
+# Shapes and colours of the procedural primitives that seq-vqa never shows or answers.
+CELL_SHAPES: tuple[str, ...] = ("diamond", "ring", "hbar", "ex")
+CELL_COLOURS: tuple[str, ...] = ("magenta", "cyan", "orange", "white")
+
+
+@registry.register("pretrain_set", "cells-16")
+class Cells16:
+    """16 shape×colour classes (shapes and colours seq-vqa never uses), one object in a random cell
+    of the 8-pixel patch grid, drawn as seq-vqa draws its objects (RGB, 32×32)."""
+
+    classes = 16
+    per_class = 300
+    epochs = 10
+    lr = 1e-3
+
+    def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels, _ = draw_cell_objects(per_class, image_size, np.random.default_rng(seed))
+        return images, labels
+
+
+def draw_cell_objects(
+    per_class: int, image_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cells-16's images: uint8 [n,3,H,W], int64 labels [n] (shape-major) and bool object masks [n,H,W]."""
+    from tasks.vqa_scenes import SIZES, SceneSettings, place_objects, render_scene
+
+    classes = [(shape, colour) for shape in CELL_SHAPES for colour in CELL_COLOURS]
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
+    settings = SceneSettings(image_size=image_size)
+    images = np.empty((len(labels), 3, image_size, image_size), dtype=np.uint8)
+    masks = np.empty((len(labels), image_size, image_size), dtype=bool)
+    for i, label in enumerate(labels):
+        shape, colour = classes[label]
+        objects = place_objects([(shape, colour, SIZES[int(rng.integers(len(SIZES)))])], rng, image_size)
+        images[i], object_masks = render_scene(objects, rng, settings)
+        masks[i] = object_masks[0]
+    return images, labels, masks

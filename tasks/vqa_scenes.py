@@ -5,9 +5,14 @@ for a wanted answer (so the answers of a task can be balanced exactly and a
 blind model cannot do well) and names the objects the question is about, its
 *referents*, whose pixels become the ground-truth relevance mask.
 
-Objects never overlap (their bounding discs keep a gap), so every attribute is
-visible. Positions are object centres in pixels, y down; "left of" / "above"
-compare centres and need a clear margin, so a relation is never borderline.
+Objects sit one to a cell of the 8-pixel patch grid (the layout of Sort-of-CLEVR,
+Santoro et al. 2017), wholly inside their cell: they never overlap, every
+attribute is visible, and one patch token holds one whole object, so a token
+selector keeps or drops objects, not fragments of them. (Objects placed freely
+straddle up to four patches; the model then did not learn the questions:
+README, "Continual VQA".) Positions are object centres in pixels, y down;
+"left of" / "above" compare centres and need a clear margin (objects in one
+column or row are too close to tell), so a relation is never borderline.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
 ANSWERS: tuple[str, ...] = (*SCENE_COLOURS, *SCENE_SHAPES, *SIZES, *NUMBER_WORDS, "yes", "no")
 
-SIZE_RADIUS = MappingProxyType({"small": 3.5, "large": 5.0})  # pixels, before a ±7 % jitter
+GRID_CELL = 8  # pixels: objects sit one to a cell of this side, the patch size of seq-vqa's ViT
+SIZE_RADIUS = MappingProxyType({"small": 2.2, "large": 3.3})  # pixels, before a ±4 % jitter; the
+# sizes of each shape never overlap in pixel count
+SIZE_JITTER = 0.04
 EXTENT = 1.15  # a square's corner lies 1.13 radii from its centre: the bounding disc of every shape
-OBJECT_GAP = 1.5  # pixels between the bounding discs of two objects
+CELL_MARGIN = 0.3  # pixels between an object's bounding disc and its cell's border
 RELATION_MARGIN = 3.0  # pixels between centres along the axis of a relation
 MIN_OBJECTS, MAX_OBJECTS = 2, 4
 QUESTION_LENGTH = 12  # the longest template: "are the red object and the blue object the same shape ?"
@@ -115,32 +123,23 @@ def unique_relations(objects: Sequence[SceneObject]) -> list[tuple[int, str, int
 
 
 def place_objects(
-    attributes: Sequence[Attributes], rng: np.random.Generator, image_size: int, tries: int = 200
+    attributes: Sequence[Attributes], rng: np.random.Generator, image_size: int
 ) -> list[SceneObject]:
-    """Objects with these attributes, inside the image and apart from each other (dart throwing)."""
-    jitter = rng.uniform(0.93, 1.07, size=len(attributes))
-    radii = [SIZE_RADIUS[size] * float(j) for (_, _, size), j in zip(attributes, jitter, strict=True)]
-    order = sorted(range(len(radii)), key=lambda i: -radii[i])  # the largest first: they are hardest to fit
-    for _ in range(tries):
-        centres: dict[int, tuple[float, float]] = {}
-        for index in order:
-            extent = EXTENT * radii[index]
-            # 64 darts at once; the first that clears every placed object is kept.
-            darts = rng.uniform(extent + 0.5, image_size - extent - 0.5, size=(64, 2))
-            clear = np.ones(len(darts), dtype=bool)
-            for other, (cy, cx) in centres.items():
-                reach = extent + EXTENT * radii[other] + OBJECT_GAP
-                clear &= np.hypot(darts[:, 0] - cy, darts[:, 1] - cx) >= reach
-            if not clear.any():
-                break  # this object found no room: start the scene again
-            y, x = darts[int(np.argmax(clear))]
-            centres[index] = (float(y), float(x))
-        if len(centres) == len(radii):
-            return [
-                SceneObject(shape, colour, size, *centres[i], radii[i])
-                for i, (shape, colour, size) in enumerate(attributes)
-            ]
-    raise RuntimeError(f"cannot place {len(radii)} objects in a {image_size}-pixel image")
+    """Objects with these attributes, one to a cell of the patch grid (distinct cells, drawn at
+    random), each wholly inside its cell with a small jitter of its centre (Sort-of-CLEVR's layout,
+    Santoro et al. 2017): one patch token holds one whole object."""
+    side = image_size // GRID_CELL
+    if len(attributes) > side * side:
+        raise ValueError(f"{len(attributes)} objects do not fit a {side}×{side} grid of cells")
+    cells = rng.choice(side * side, size=len(attributes), replace=False)
+    jitter = rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER, size=len(attributes))
+    placed = []
+    for (shape, colour, size), cell, scale in zip(attributes, cells, jitter, strict=True):
+        radius = SIZE_RADIUS[size] * float(scale)
+        slack = max(0.0, GRID_CELL / 2 - EXTENT * radius - CELL_MARGIN)
+        y, x = (np.array(divmod(int(cell), side)) + 0.5) * GRID_CELL + rng.uniform(-slack, slack, size=2)
+        placed.append(SceneObject(shape, colour, size, float(y), float(x), radius))
+    return placed
 
 
 def render_scene(

@@ -14,7 +14,7 @@ from benchmark.pretrain import default_recipe, load_backbone_weights, pretrain, 
 from tasks.base import BackboneSpec
 
 
-@pytest.mark.parametrize("task", ["split-shapes", "split-digits"])
+@pytest.mark.parametrize("task", ["split-shapes", "split-digits", "seq-vqa"])
 def test_committed_weights_match_the_tasks_recipes(task: str) -> None:
     recipe = default_recipe(registry.create("task", task).build().backbone)
     path = weights_path(recipe)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from benchmark import registry
 from tasks.base import TEXT_TOKEN_BYTES
+from tasks.pretrain_sets import CELL_COLOURS, CELL_SHAPES, draw_cell_objects
 from tasks.procedural import COLOURS
 from tasks.seq_vqa import SeqVqa
 from tasks.vqa_scenes import (
@@ -104,7 +105,7 @@ def check_sample(sample: VqaSample, patch_mask: np.ndarray) -> None:
     assert masks.shape == (len(sample.objects), 32, 32) and 2 <= len(sample.objects) <= 4
     assert (masks.sum(axis=0) <= 1).all(), "objects overlap"
     for item, mask in zip(sample.objects, masks, strict=True):
-        assert mask.sum() >= 12, f"a {item.size} {item.shape} of {mask.sum()} pixels"
+        assert mask.sum() >= 4, f"a {item.size} {item.shape} of {mask.sum()} pixels"
         # The image shows the metadata's colour on the object's pixels: the nearest of the palette.
         shown = sample.image[:, mask].astype(float).mean(axis=1)
         nearest = min(SCENE_COLOURS, key=lambda name: np.abs(shown - COLOURS[name]).sum())
@@ -115,6 +116,11 @@ def check_sample(sample: VqaSample, patch_mask: np.ndarray) -> None:
                 assert b > d, "a large object no bigger than a small one of its shape"
     # The mask covers the referents: each referent's best-covered patch, and no patch without them.
     per_patch = masks.reshape(len(masks), 4, 8, 4, 8).sum(axis=(2, 4)).reshape(len(masks), 16)
+    # One object to a patch: each object's pixels lie in one patch, and no two objects share one.
+    assert ((per_patch > 0).sum(axis=1) == 1).all(), "an object straddles patches"
+    assert len(set(per_patch.argmax(axis=1).tolist())) == len(masks), "two objects in one patch"
+    # So the mask is exactly the referents' patches.
+    assert set(np.flatnonzero(patch_mask).tolist()) == {int(per_patch[r].argmax()) for r in sample.referents}
     for referent in sample.referents:
         assert patch_mask[per_patch[referent].argmax()]
     assert (per_patch[list(sample.referents)].sum(axis=0)[patch_mask] > 0).all()
@@ -140,13 +146,13 @@ def test_answers_are_right_for_any_seed(seed: int) -> None:
 def test_stream_shapes_vocabulary_and_bytes(default_stream) -> None:
     stream = default_stream
     assert stream.name == "seq-vqa" and stream.has_masks and stream.tokens == 16
-    assert stream.backbone.pretrain_set == "shapes-15" and stream.backbone.image_size == 32
+    assert stream.backbone.pretrain_set == "cells-16" and stream.backbone.image_size == 32
     assert stream.vocabulary == VOCABULARY and stream.vocabulary[0] == "<pad>"
     assert stream.answers == ANSWERS and stream.num_classes == len(ANSWERS) == 17
     assert len(stream.experiences) == 4
     for experience in stream.experiences:
         n, m = len(experience.train_labels), len(experience.test_labels)
-        assert (n, m) == (600, 200)
+        assert (n, m) == (4000, 300)
         assert experience.train_images.shape == (n, 3, 32, 32) and experience.train_images.dtype == np.uint8
         assert experience.train_text.shape == (n, QUESTION_LENGTH) and experience.train_text.dtype == np.int64
         assert experience.train_masks.shape == (n, 16) and experience.train_masks.any(axis=1).all()
@@ -227,3 +233,18 @@ def test_invalid_parameters_are_one_line_errors(params: dict[str, object], messa
     with pytest.raises(ValueError, match=message) as caught:
         registry.create("task", "seq-vqa", **params)
     assert "\n" not in str(caught.value)
+
+
+def test_the_backbones_pretraining_set_shows_no_shape_colour_or_answer_of_seq_vqa() -> None:
+    """cells-16: one object per image, wholly inside one patch, of a shape and colour seq-vqa never uses."""
+    assert not {*CELL_SHAPES, *CELL_COLOURS} & {*SCENE_SHAPES, *SCENE_COLOURS, *ANSWERS, *VOCABULARY}
+    images, labels = registry.create("pretrain_set", "cells-16").draw(3, 32, seed=0)
+    assert images.shape == (16 * 3, 3, 32, 32) and sorted(set(labels.tolist())) == list(range(16))
+    again, _, masks = draw_cell_objects(3, 32, np.random.default_rng(0))
+    assert np.array_equal(again, images)
+    classes = [(shape, colour) for shape in CELL_SHAPES for colour in CELL_COLOURS]
+    for image, label, mask in zip(images, labels, masks, strict=True):
+        per_patch = mask.reshape(4, 8, 4, 8).sum(axis=(1, 3))
+        assert (per_patch > 0).sum() == 1 and mask.sum() >= 4, "the object straddles patches"
+        shown = image[:, mask].astype(float).mean(axis=1)
+        assert np.abs(shown - COLOURS[classes[label][1]]).max() < 60, (classes[label], shown)
