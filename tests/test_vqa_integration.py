@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import benchmark.cell
+from benchmark import registry
 from benchmark.cell import TaskCache, run_cell
 from benchmark.config import CellConfig, TrainConfig
 from benchmark.results import FINISHED
@@ -124,3 +125,19 @@ def test_a_gradient_coreset_runs_on_vqa(cache: TaskCache) -> None:
     record = run_cell(vqa_cell("gradmatch"), "test", cache)
     assert record.status == FINISHED, record.error
     assert record.bytes_used > 0
+
+
+MEMORY_SAMPLE_SELECTORS = [n for n in registry.names("sample_selector") if n not in ("none", "joint")]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [*MEMORY_SAMPLE_SELECTORS, *(f"random+{t}" for t in registry.names("token_selector"))],
+)
+def test_every_selector_runs_a_vqa_cell_within_its_bytes(method: str, cache: TaskCache) -> None:
+    record = run_cell(vqa_cell(method, token_fraction=0.25 if "+" in method else 1.0), "test", cache)
+    assert record.status == FINISHED, record.error
+    assert 0 < record.bytes_used <= record.bytes_allowed
+    assert all(n > 0 for n in record.samples_per_task[:-1])  # every finished task left a memory
+    if "+" in method:  # a core tokenset is scored against the question's referent patches
+        assert record.attribution is not None
