@@ -63,7 +63,7 @@ class Gallery:
     kept: dict[str, np.ndarray]  # selector -> bool [n, P]
     patch_size: int
     kept_per_image: int
-    captions: tuple[str, ...] = ()  # a caption task's target caption of each image (its row label)
+    captions: tuple[str, ...] = ()  # row labels: a caption task's caption, a VQA question and answer
 
     def row_label(self, row: int) -> str:
         if self.captions:
@@ -134,6 +134,8 @@ def compute_gallery(
     spec = stream.backbone
     patches = torch.from_numpy(patchify(experience.train_images, spec.patch_size))
     labels = torch.from_numpy(experience.train_labels)
+    # A VQA sample's question goes in with its image: the model answers it, attributions rank for it.
+    text = None if experience.train_text is None else torch.from_numpy(experience.train_text)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -153,12 +155,16 @@ def compute_gallery(
             )
             device = torch.device("cpu")
             generator = seeded_generator(GALLERY_SEED, 1, 0)
-            train_experience(model, optimizer, whole(patches), labels, None, settings, generator, device)
+            train_experience(
+                model, optimizer, whole(patches, text), labels, None, settings, generator, device
+            )
             model.eval()
             chosen = pick_images(experience.categories, count)
             tokens = patches.shape[1]
             kept_count = math.ceil(token_fraction * tokens)
-            batch = TokenBatch(patches[chosen], full_positions(len(chosen), tokens))
+            batch = TokenBatch(
+                patches[chosen], full_positions(len(chosen), tokens), None if text is None else text[chosen]
+            )
             masks = torch.from_numpy(experience.train_masks[chosen])
             kept: dict[str, np.ndarray] = {}
             for name in registry.names("token_selector"):
@@ -180,12 +186,23 @@ def compute_gallery(
         kept=kept,
         patch_size=spec.patch_size,
         kept_per_image=kept_count,
-        captions=(
-            tuple(decode_ids(row.tolist(), stream.vocabulary) for row in experience.train_labels[chosen])
-            if experience.train_labels.ndim == 2
-            else ()
-        ),
+        captions=row_texts(stream, experience.train_labels[chosen], experience.train_text, chosen),
     )
+
+
+def row_texts(
+    stream: TaskStream, labels: np.ndarray, questions: np.ndarray | None, chosen: np.ndarray
+) -> tuple[str, ...]:
+    """What labels each gallery row: a caption, or a question and its answer; nothing for a class."""
+    if labels.ndim == 2:
+        return tuple(decode_ids(row.tolist(), stream.vocabulary) for row in labels)
+    if questions is not None:
+        return tuple(
+            " ".join(stream.vocabulary[int(i)] for i in questions[index] if i)
+            + f" → {stream.answers[int(y)]}"
+            for index, y in zip(chosen, labels, strict=True)
+        )
+    return ()
 
 
 def _token_grid(values: np.ndarray, image_size: int, patch_size: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import benchmark.cell
 from benchmark import registry
@@ -141,3 +142,27 @@ def test_every_selector_runs_a_vqa_cell_within_its_bytes(method: str, cache: Tas
     assert all(n > 0 for n in record.samples_per_task[:-1])  # every finished task left a memory
     if "+" in method:  # a core tokenset is scored against the question's referent patches
         assert record.attribution is not None
+
+
+def test_the_attribution_gallery_asks_each_image_its_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.model import TokenViT
+    from reports.gallery import GallerySource, compute_gallery
+
+    stream = TaskCache().get("seq-vqa", TINY)
+    seen_text: list[bool] = []
+    forward = TokenViT.forward
+
+    def spy(self: TokenViT, batch: Any) -> torch.Tensor:
+        seen_text.append(batch.text is not None)
+        return forward(self, batch)
+
+    monkeypatch.setattr(TokenViT, "forward", spy)
+    gallery = compute_gallery(GallerySource("seq-vqa", TINY, {}), stream, count=3, epochs=1)
+    assert seen_text and all(seen_text), "a VQA model was trained or ranked without its questions"
+    experience = stream.experiences[0]
+    for row, label in zip(gallery.captions, gallery.labels, strict=True):
+        question, answer = row.split(" → ")
+        assert answer == stream.answers[int(label)]
+        ids = [stream.vocabulary.index(word) for word in question.split()]
+        assert any(list(text[text > 0]) == ids for text in experience.train_text)
+    assert len(gallery.captions) == 3 and set(gallery.kept) == set(registry.names("token_selector"))
