@@ -61,6 +61,17 @@ class TokenBatch:
             None if self.masked is None else self.masked[index],
         )
 
+    def gather(self, index: torch.Tensor) -> TokenBatch:
+        """Each sample's tokens at ``index`` (int64 [B, K']: places in this batch's K tokens, not image
+        positions), in that order; the text is kept whole."""
+        pixels = index.unsqueeze(-1).expand(-1, -1, self.patches.shape[2])
+        return TokenBatch(
+            self.patches.gather(1, pixels),
+            self.positions.gather(1, index),
+            self.text,
+            None if self.masked is None else self.masked.gather(1, index),
+        )
+
     def __len__(self) -> int:
         return int(self.patches.shape[0])
 

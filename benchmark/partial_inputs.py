@@ -36,9 +36,7 @@ def keep_first(batch: TokenBatch, order: torch.Tensor, count: int) -> TokenBatch
     """Each sample's first ``count`` tokens of ``order``, in place order (text kept whole)."""
     if count == batch.positions.shape[1]:
         return batch
-    chosen = order[:, :count].sort(dim=1).values
-    index = chosen.unsqueeze(-1).expand(-1, -1, batch.patches.shape[2])
-    return TokenBatch(batch.patches.gather(1, index), batch.positions.gather(1, chosen), batch.text)
+    return batch.gather(order[:, :count].sort(dim=1).values)
 
 
 def token_orders(

@@ -42,9 +42,7 @@ def kept_batch(data: TokenBatch, indices: np.ndarray, kept_positions: np.ndarray
     chosen = data.take(torch.from_numpy(indices))
     if kept_positions is None:
         return chosen
-    positions = torch.from_numpy(kept_positions)
-    index = positions.unsqueeze(-1).expand(-1, -1, chosen.patches.shape[2])
-    return TokenBatch(chosen.patches.gather(1, index), positions, chosen.text)
+    return chosen.gather(torch.from_numpy(kept_positions))  # a whole sample's places are its positions
 
 
 def nearest_neighbour_scores(

@@ -70,9 +70,7 @@ def drop_tokens(batch: TokenBatch, drop_rate: float, generator: torch.Generator)
     size, tokens = batch.positions.shape
     keep = max(1, round((1.0 - drop_rate) * tokens))
     order = torch.rand(size, tokens, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
-    order = order.to(batch.positions.device)
-    index = order.unsqueeze(-1).expand(-1, -1, batch.patches.shape[-1])
-    return TokenBatch(batch.patches.gather(1, index), batch.positions.gather(1, order), batch.text)
+    return batch.gather(order.to(batch.positions.device))
 
 
 def as_fed(batch: TokenBatch, replay_mode: str, tokens: int) -> TokenBatch:

@@ -62,3 +62,19 @@ def test_backbone_state_excludes_the_head_and_loads_back() -> None:
     other = TokenViT(SPEC, num_classes=9)
     other.load_backbone(state)
     torch.testing.assert_close(other.vit.blocks[0].attn.qkv.weight, model.vit.blocks[0].attn.qkv.weight)
+
+
+def test_gather_takes_each_samples_tokens_at_its_own_places() -> None:
+    generator = torch.Generator().manual_seed(0)
+    patches = torch.randint(0, 256, (3, 5, 4), dtype=torch.uint8, generator=generator)
+    positions = torch.tensor([[0, 2, 4, 6, 8]]).expand(3, -1)
+    text = torch.randint(1, 9, (3, 6), generator=generator)
+    masked = torch.rand(3, 5, generator=generator) < 0.5
+    index = torch.tensor([[4, 0], [1, 2], [3, 3]])
+    taken = TokenBatch(patches, positions, text, masked).gather(index)
+    for sample in range(3):
+        for slot, place in enumerate(index[sample].tolist()):
+            assert torch.equal(taken.patches[sample, slot], patches[sample, place])
+            assert taken.positions[sample, slot] == positions[sample, place]
+            assert taken.masked is not None and taken.masked[sample, slot] == masked[sample, place]
+    assert taken.text is text
