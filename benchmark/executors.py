@@ -17,8 +17,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -121,26 +124,57 @@ class ProcessExecutor:
         by_hash: dict[str, CellConfig] = {}
         hooks: dict[str, Callable[[str, int], None]] = {}
         source = iter(cells)
-        with context.Manager() as manager:
+        with context.Manager() as manager, exit_on_sigterm():
             progress = manager.Queue()
             with ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=context, initializer=_init_worker, initargs=(progress,)
             ) as pool:
-                running: set[Future[CellResult]] = set()
-                while True:
-                    while len(running) < self.jobs and (config := next(source, None)) is not None:
-                        by_hash[config.config_hash] = config
-                        running.add(
-                            pool.submit(_run_in_worker, config, commit, self.weights_dir, self.threads)
-                        )
-                    if not running:
-                        return
-                    done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                    _forward_progress(progress, by_hash, hooks, status)
-                    for future in done:
-                        result = future.result()
-                        hooks.pop(result.config_hash, None)
-                        yield result
+                try:
+                    running: set[Future[CellResult]] = set()
+                    while True:
+                        while len(running) < self.jobs and (config := next(source, None)) is not None:
+                            by_hash[config.config_hash] = config
+                            running.add(
+                                pool.submit(_run_in_worker, config, commit, self.weights_dir, self.threads)
+                            )
+                        if not running:
+                            return
+                        done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                        _forward_progress(progress, by_hash, hooks, status)
+                        for future in done:
+                            result = future.result()
+                            hooks.pop(result.config_hash, None)
+                            yield result
+                except BaseException:  # SIGTERM, Ctrl-C, a closed generator: no worker outlives the run
+                    stop_workers(pool)
+                    raise
+
+
+@contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """While a pool runs, SIGTERM ends the driver by SystemExit (exit status 143), so that its
+    workers are stopped on the way out instead of left running as orphans (a default SIGTERM
+    ends the driver at once). Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued cells and terminate the pool's worker processes (their cells are lost:
+    no record is written, their claims are taken over by the next run)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
+        process.terminate()
 
 
 def _forward_progress(

@@ -140,3 +140,48 @@ def test_claims_skip_a_live_lock_and_take_over_a_dead_one(tmp_path: Path) -> Non
     assert not claim_cell(tmp_path, "c")  # another host's lock is never taken over from here
     lock_path(tmp_path, "d").write_text(json.dumps({"pid": 1, "host": host, "time": 0}))
     assert not claim_cell(tmp_path, "d")  # pid 1 lives
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "zombie" not in (Path("/proc") / str(pid) / "status").read_text().lower()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_stops_the_worker_processes_with_the_run(tmp_path: Path) -> None:
+    results, db = tmp_path / "results", tmp_path / "ml.db"
+    cells = results / "smoke" / "cells"
+    run = start_run(results, db, "--jobs", "2")
+    deadline = time.monotonic() + 240
+    while not list(cells.glob("*.lock")):  # a cell is running in a worker
+        assert run.poll() is None, run.stderr.read() if run.stderr else ""
+        assert time.monotonic() < deadline, "no cell started"
+        time.sleep(0.05)
+    workers = descendants(run.pid)
+    assert len(workers) >= 2, "the pool's workers (and its manager) run below the driver"
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "a worker outlived its run"
