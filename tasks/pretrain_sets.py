@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmark import registry
 from tasks.procedural import glyph_prototypes, pretrain_shape_classes, render_glyphs, render_shapes
+from tasks.vqa_scenes import SIZES, SceneSettings, place_objects, render_scene
 
 
 @registry.register("pretrain_set", "shapes-15")
@@ -68,8 +69,6 @@ def draw_cell_objects(
     per_class: int, image_size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """cells-16's images: uint8 [n,3,H,W], int64 labels [n] (shape-major) and bool object masks [n,H,W]."""
-    from tasks.vqa_scenes import SIZES, SceneSettings, place_objects, render_scene
-
     classes = [(shape, colour) for shape in CELL_SHAPES for colour in CELL_COLOURS]
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
     settings = SceneSettings(image_size=image_size)
