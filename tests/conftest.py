@@ -14,6 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GRIDS = REPO_ROOT / "grids"
 
 
+def every_memory_method() -> list[str]:
+    """Each sample selector that keeps a memory, then each token selector behind ``random``."""
+    from benchmark import registry
+
+    samples = [n for n in registry.names("sample_selector") if n not in ("none", "joint")]
+    return [*samples, *(f"random+{t}" for t in registry.names("token_selector"))]
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

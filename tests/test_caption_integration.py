@@ -25,6 +25,7 @@ from methods.base import TokenInputs
 from reports.gallery import GallerySource, compute_gallery, draw_gallery
 from tasks.base import patchify
 from tasks.procedural import COLOURS
+from tests.conftest import every_memory_method
 
 torch.set_num_threads(1)
 
@@ -216,13 +217,7 @@ def test_report_gallery_ranks_the_captioners_tokens(stream) -> None:
     draw_gallery(gallery, "test")
 
 
-MEMORY_SAMPLE_SELECTORS = [n for n in registry.names("sample_selector") if n not in ("none", "joint")]
-
-
-@pytest.mark.parametrize(
-    "method",
-    [*MEMORY_SAMPLE_SELECTORS, *(f"random+{t}" for t in registry.names("token_selector"))],
-)
+@pytest.mark.parametrize("method", every_memory_method())
 def test_every_selector_stores_a_caption_tasks_memory(stream, method: str) -> None:
     # What run_cell does after a task, for each selector, on the captioner (every cell would take ~20 s).
     config = cell(method, token_fraction=0.25 if "+" in method else 1.0)

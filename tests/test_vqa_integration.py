@@ -15,6 +15,7 @@ from benchmark.config import CellConfig, TrainConfig
 from benchmark.results import FINISHED
 from tasks.base import patchify
 from tasks.vqa_scenes import QUESTION_LENGTH
+from tests.conftest import every_memory_method
 
 TINY = {"train_per_task": 40, "test_per_task": 20}
 PATCH_BYTES = 3 * 8 * 8  # uint8 RGB pixels of one 8×8 patch
@@ -128,13 +129,7 @@ def test_a_gradient_coreset_runs_on_vqa(cache: TaskCache) -> None:
     assert record.bytes_used > 0
 
 
-MEMORY_SAMPLE_SELECTORS = [n for n in registry.names("sample_selector") if n not in ("none", "joint")]
-
-
-@pytest.mark.parametrize(
-    "method",
-    [*MEMORY_SAMPLE_SELECTORS, *(f"random+{t}" for t in registry.names("token_selector"))],
-)
+@pytest.mark.parametrize("method", every_memory_method())
 def test_every_selector_runs_a_vqa_cell_within_its_bytes(method: str, cache: TaskCache) -> None:
     record = run_cell(vqa_cell(method, token_fraction=0.25 if "+" in method else 1.0), "test", cache)
     assert record.status == FINISHED, record.error
