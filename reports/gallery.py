@@ -162,9 +162,8 @@ def compute_gallery(
             chosen = pick_images(experience.categories, count)
             tokens = patches.shape[1]
             kept_count = math.ceil(token_fraction * tokens)
-            batch = TokenBatch(
-                patches[chosen], full_positions(len(chosen), tokens), None if text is None else text[chosen]
-            )
+            questions = None if text is None else text[chosen]
+            batch = TokenBatch(patches[chosen], full_positions(len(chosen), tokens), questions)
             masks = torch.from_numpy(experience.train_masks[chosen])
             kept: dict[str, np.ndarray] = {}
             for name in registry.names("token_selector"):
@@ -186,21 +185,18 @@ def compute_gallery(
         kept=kept,
         patch_size=spec.patch_size,
         kept_per_image=kept_count,
-        captions=row_texts(stream, experience.train_labels[chosen], experience.train_text, chosen),
+        captions=row_texts(stream, experience.train_labels[chosen], questions),
     )
 
 
-def row_texts(
-    stream: TaskStream, labels: np.ndarray, questions: np.ndarray | None, chosen: np.ndarray
-) -> tuple[str, ...]:
+def row_texts(stream: TaskStream, labels: np.ndarray, questions: torch.Tensor | None) -> tuple[str, ...]:
     """What labels each gallery row: a caption, or a question and its answer; nothing for a class."""
     if labels.ndim == 2:
         return tuple(decode_ids(row.tolist(), stream.vocabulary) for row in labels)
     if questions is not None:
         return tuple(
-            " ".join(stream.vocabulary[int(i)] for i in questions[index] if i)
-            + f" → {stream.answers[int(y)]}"
-            for index, y in zip(chosen, labels, strict=True)
+            " ".join(stream.vocabulary[i] for i in question.tolist() if i) + f" → {stream.answers[int(y)]}"
+            for question, y in zip(questions, labels, strict=True)
         )
     return ()
 
