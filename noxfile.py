@@ -76,4 +76,4 @@ def perf(session: nox.Session) -> None:
     """Speed benchmarks; they write their tables to ``results/perf/``."""
     python = shared_env(session)
     env = {"PYTHONHASHSEED": "0", **({"CI": os.environ["CI"]} if "CI" in os.environ else {})}
-    session.run(python, "-m", "benchmark.perf", *session.posargs, external=True, env=env)
+    session.run(python, "-m", "tools.perf", *session.posargs, external=True, env=env)

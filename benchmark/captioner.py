@@ -7,7 +7,7 @@ timm blocks at ``.encoder.vit.blocks`` where the attention hooks find them. A
 small transformer decoder (causal self-attention, cross-attention to every
 encoder token state) writes the caption; teacher forcing trains it.
 
-Target rows are ``tasks.caption_text`` ids: bos, words, eos, then 0 (padding).
+Target rows are ``benchmark.contracts`` text ids: bos, words, eos, then 0 (padding).
 
 It answers what the trainer, the selectors and the attributions ask of every
 model (``benchmark.train.ContinualModel``): ``loss`` (mean caption
@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.model import TokenBatch, TokenViT
-from tasks.base import BackboneSpec
-from tasks.caption_text import BOS_ID, EOS_ID, PAD_ID, decode_ids
+from benchmark.contracts import BOS_ID, EOS_ID, PAD_ID, BackboneSpec, TokenBatch, decode_ids
+from benchmark.model import TokenViT
 
 # Above this many dimensions the last-layer gradient proxy is randomly projected (see output_grad_proxy).
 GRAD_PROXY_MAX_DIMS = 8192

@@ -49,6 +49,7 @@ from typing import Any
 
 from benchmark import registry
 from benchmark.config import AUTO, CellConfig, TrainConfig
+from benchmark.contracts import selects_pairs
 from benchmark.errors import UserError
 from benchmark.registry import unknown_name_message
 
@@ -190,7 +191,7 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
             if key != "token_fraction":
                 raise UserError(f"{where}: method_params.{method}: unknown key {key!r} (only token_fraction)")
         fractions = _token_fractions(method_table.get("token_fraction", token_fractions), where)
-        if getattr(selector, "selects_tokens", False) and token_name is not None:
+        if selects_pairs(selector) and token_name is not None:
             fractions = [1.0]  # single-stage selection: the byte budget, not t, sets tokens per sample
         for task in tasks:
             for seed in seeds:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmark.model import TokenBatch
+from benchmark.contracts import TokenBatch
 
 LABEL_DTYPE = np.uint16
 POSITION_DTYPE = np.uint16
@@ -30,14 +30,47 @@ def kept_token_count(token_fraction: float, tokens: int) -> int:
     return max(1, min(tokens, math.ceil(token_fraction * tokens - 1e-9)))
 
 
+@dataclass(frozen=True)
+class ByteCosts:
+    """What storing tokens of one sample costs: the one byte formula of the memory.
+
+    A whole sample costs its pixels plus its per-sample ids (label or target
+    sequence, and text input, uint16 each); a sample keeping fewer tokens pays
+    each kept token's pixels plus its position (uint16), since a whole sample
+    stores no positions.
+    """
+
+    tokens: int  # P: tokens of a whole sample
+    patch_bytes: int  # pixels of one token
+    sample_bytes: int  # per stored sample: label (or target sequence) and text input
+    position_bytes: int = np.dtype(POSITION_DTYPE).itemsize  # the position id of a kept token
+    reserve_bytes: int = 0  # kept back for a ragged memory's block headers (single-stage selection)
+
+    @classmethod
+    def for_samples(
+        cls,
+        tokens: int,
+        patch_bytes: int,
+        text_tokens: int = 0,
+        label_tokens: int = 1,
+        reserve_bytes: int = 0,
+    ) -> ByteCosts:
+        """The costs of a task's samples: ``label_tokens`` target ids and ``text_tokens`` input ids each."""
+        sample_bytes = (label_tokens + text_tokens) * np.dtype(LABEL_DTYPE).itemsize
+        return cls(tokens, patch_bytes, sample_bytes, reserve_bytes=reserve_bytes)
+
+    def of(self, kept: int) -> int:
+        """Bytes of one stored sample keeping ``kept`` tokens."""
+        if kept == self.tokens:
+            return self.tokens * self.patch_bytes + self.sample_bytes
+        return kept * (self.patch_bytes + self.position_bytes) + self.sample_bytes
+
+
 def stored_sample_bytes(
     kept_tokens: int, tokens: int, patch_bytes: int, text_tokens: int = 0, label_tokens: int = 1
 ) -> int:
     """Bytes one stored sample occupies in the buffer (text and label ids at uint16 each)."""
-    extra = (label_tokens + text_tokens) * np.dtype(LABEL_DTYPE).itemsize
-    if kept_tokens == tokens:
-        return tokens * patch_bytes + extra
-    return kept_tokens * (patch_bytes + np.dtype(POSITION_DTYPE).itemsize) + extra
+    return ByteCosts.for_samples(tokens, patch_bytes, text_tokens, label_tokens).of(kept_tokens)
 
 
 def retention_budget_bytes(retention: float, train_bytes: int) -> int:

@@ -20,60 +20,16 @@ VQA and captioning alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from tasks.base import BackboneSpec
+from benchmark.contracts import BackboneSpec, TokenBatch, full_positions
 
 # Pixel statistics are fixed, not fitted, so stored uint8 tokens map to inputs the same way everywhere.
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
-
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """Patch tokens of a batch as stored: uint8 [B, K, C·p·p], their positions int64 [B, K], and an
-    optional text input int64 [B, L] (token ids, 0 = padding)."""
-
-    patches: torch.Tensor
-    positions: torch.Tensor
-    text: torch.Tensor | None = None
-    masked: torch.Tensor | None = None  # bool [B, K]: tokens whose embedding is the learned mask token
-
-    def to(self, device: torch.device) -> TokenBatch:
-        return TokenBatch(
-            self.patches.to(device),
-            self.positions.to(device),
-            None if self.text is None else self.text.to(device),
-            None if self.masked is None else self.masked.to(device),
-        )
-
-    def take(self, index: torch.Tensor | slice) -> TokenBatch:
-        """The samples at ``index`` (a tensor of indices or a slice)."""
-        return TokenBatch(
-            self.patches[index],
-            self.positions[index],
-            None if self.text is None else self.text[index],
-            None if self.masked is None else self.masked[index],
-        )
-
-    def gather(self, index: torch.Tensor) -> TokenBatch:
-        """Each sample's tokens at ``index`` (int64 [B, K']: places in this batch's K tokens, not image
-        positions), in that order; the text is kept whole."""
-        pixels = index.unsqueeze(-1).expand(-1, -1, self.patches.shape[2])
-        return TokenBatch(
-            self.patches.gather(1, pixels),
-            self.positions.gather(1, index),
-            self.text,
-            None if self.masked is None else self.masked.gather(1, index),
-        )
-
-    def __len__(self) -> int:
-        return int(self.patches.shape[0])
 
 
 class TokenViT(nn.Module):
@@ -194,10 +150,6 @@ class TokenViT(nn.Module):
         stray = [k for k in missing if not k.startswith("head.")]
         if stray or unexpected:
             raise ValueError(f"backbone weights do not fit: missing {stray}, unexpected {unexpected}")
-
-
-def full_positions(batch_size: int, tokens: int) -> torch.Tensor:
-    return torch.arange(tokens).expand(batch_size, tokens)
 
 
 def fill_masked(batch: TokenBatch, tokens: int) -> TokenBatch:

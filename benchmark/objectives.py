@@ -25,9 +25,9 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import ALL_METRICS, HEADLINE_METRIC, CaptionScorer, require_java
 from benchmark.captioner import CaptionModel
-from benchmark.model import TokenBatch, TokenViT
+from benchmark.contracts import TaskStream, TokenBatch
+from benchmark.model import TokenViT
 from benchmark.train import ContinualModel, accuracy
-from tasks.base import TaskStream
 
 
 class EvalSet(NamedTuple):

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from benchmark.contracts import TokenBatch
 from benchmark.memory import kept_token_count
-from benchmark.model import TokenBatch
 from benchmark.train import as_fed, seeded_generator
 
 PARTIAL_FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)

@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from benchmark import registry
 from benchmark.config import canonical_json
+from benchmark.contracts import BackboneSpec, TokenBatch, patchify
 from benchmark.errors import UserError
-from benchmark.model import TokenBatch, TokenViT
+from benchmark.model import TokenViT
 from benchmark.results import write_bytes_atomic
 from benchmark.train import drop_tokens, seeded_generator
-from tasks.base import BackboneSpec, patchify
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PRETRAIN_SEED = 0

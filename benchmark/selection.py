@@ -8,15 +8,15 @@ model computes its own (``features_and_grad_proxy``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from benchmark.contracts import SamplePool, SampleSelector, Selection, TokenBatch, TokenInputs, TokenSelector
 from benchmark.memory import kept_token_count, samples_within_budget
-from benchmark.model import TokenBatch
 from benchmark.train import ContinualModel
-from methods.base import SamplePool, SampleSelector, Selection, TokenInputs, TokenSelector
 
 
 @torch.no_grad()
@@ -93,10 +93,25 @@ def choose_memory(
         return MemoryChoice(selection, None, budget_samples)
     chosen = torch.from_numpy(selection.indices)
     relevance = rank_tokens(model, token_selector, data, targets, masks, chosen, rng, device, rank_batch_size)
-    # Stable sort on −score: ties go to the lower position, so the choice is deterministic.
-    top = torch.sort(-relevance, dim=1, stable=True).indices[:, :kept]
-    kept_positions = top.sort(dim=1).values.numpy().astype(np.int64)
-    return MemoryChoice(selection, kept_positions, budget_samples, top[:, 0].numpy().astype(np.int64))
+    top = top_tokens(relevance, kept)
+    return MemoryChoice(selection, top.positions, budget_samples, top.best)
+
+
+@dataclass(frozen=True)
+class TopTokens:
+    """The tokens a stored sample keeps: its ``kept`` most relevant, in place order, and its best one."""
+
+    positions: np.ndarray  # int64 [k, kept], sorted
+    best: np.ndarray  # int64 [k]: the most relevant token of each sample
+
+
+def top_tokens(relevance: torch.Tensor, kept: int) -> TopTokens:
+    """The one top-t rule (selection, storage, gallery): the ``kept`` highest-relevance tokens per sample.
+
+    A stable sort on −relevance: ties go to the lower position, so the choice is deterministic.
+    """
+    top = torch.sort(-relevance.detach().float(), dim=1, stable=True).indices[:, :kept]
+    return TopTokens(top.sort(dim=1).values.numpy().astype(np.int64), top[:, 0].numpy().astype(np.int64))
 
 
 def rank_tokens(
@@ -141,14 +156,26 @@ def _check_selection(selection: Selection, pool_size: int, budget: int) -> None:
 
 
 def attribution_quality(
-    kept_positions: np.ndarray, relevance_top: np.ndarray, masks: np.ndarray
+    kept_positions: np.ndarray | Sequence[np.ndarray], relevance_top: np.ndarray, masks: np.ndarray
 ) -> dict[str, float]:
-    """Precision of kept tokens inside the mask, recall of the mask, pointing game of the top token."""
-    rows = np.arange(len(kept_positions))[:, None]
-    inside = masks[rows, kept_positions]
+    """Precision of kept tokens inside the mask, recall of the mask, pointing game of the top token.
+
+    ``kept_positions`` is one int64 [k, K] array when every sample keeps K tokens, or one array per
+    sample when the counts differ (single-stage selection); precision is then the mean over samples.
+    ``masks`` are the k samples' bool [k, P] masks.
+    """
     mask_sizes = np.maximum(masks.sum(axis=1), 1)
+    if isinstance(kept_positions, np.ndarray):
+        rows = np.arange(len(kept_positions))[:, None]
+        inside = masks[rows, kept_positions]
+        precision = float(inside.mean())
+        recall = float((inside.sum(axis=1) / mask_sizes).mean())
+    else:
+        ragged = [masks[i, kept] for i, kept in enumerate(kept_positions)]
+        precision = float(np.mean([row.mean() for row in ragged]))
+        recall = float(np.mean([row.sum() / size for row, size in zip(ragged, mask_sizes, strict=True)]))
     return {
-        "precision": float(inside.mean()),
-        "recall": float((inside.sum(axis=1) / mask_sizes).mean()),
+        "precision": precision,
+        "recall": recall,
         "pointing_game": float(masks[np.arange(len(relevance_top)), relevance_top].mean()),
     }

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmark.model import TokenBatch
+from benchmark.contracts import SamplePool, SampleSelector, TokenBatch, TokenSelector
 from benchmark.selection import choose_memory, features_and_grads
+from benchmark.splits import stratified_split
 from benchmark.train import ContinualModel, as_fed
-from methods.base import SamplePool, SampleSelector, TokenSelector
-from tasks.base import stratified_split
 
 AUTO_CANDIDATES: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
 VALIDATION_FRACTION = 0.2

@@ -16,8 +16,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from benchmark.contracts import TokenBatch, full_positions
 from benchmark.memory import ReplaySet
-from benchmark.model import TokenBatch, TokenViT, fill_masked, full_positions
+from benchmark.model import TokenViT, fill_masked
 
 ProgressHook = Callable[[str], None]
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from benchmark.model import TokenBatch, TokenViT
+from benchmark.contracts import TokenBatch
+from benchmark.model import TokenViT
 
 AttentionForward = Callable[..., torch.Tensor]
 

@@ -60,7 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark import registry
-from benchmark.model import TokenBatch, TokenViT
+from benchmark.contracts import TokenBatch, TokenInputs
+from benchmark.model import TokenViT
 from methods.attention_hooks import (
     Activation,
     attention_and_gradients,
@@ -69,7 +70,6 @@ from methods.attention_hooks import (
     record_activations,
     suppressed_attention,
 )
-from methods.base import TokenInputs
 
 EPSILON = 1e-9  # LRP stabiliser of every division, as in the reference code
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 
 from benchmark import registry
-from methods.base import SamplePool, Selection, SelectorBase
+from benchmark.contracts import SamplePool, Selection
+from methods.base import SelectorBase
 
 
 @registry.register("sample_selector", "none")

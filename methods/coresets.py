@@ -11,7 +11,7 @@ generator's state. Definitions follow METHODS.md ("Sample selectors").
 
 The module-level objective functions (``kcenter_radius``,
 ``facility_location_value``, ``gradmatch_residual``, ``herding_mean_distance``,
-``ocs_scores``) are what the tests and ``benchmark.perf_selectors`` measure.
+``ocs_scores``) are what the tests and ``tools.perf_selectors`` measure.
 
 All arithmetic runs in float64 on numpy/BLAS: the pools are at most a few
 hundred thousand rows of low-dimensional proxies, and float64 keeps the greedy
@@ -29,7 +29,8 @@ import numpy as np
 from scipy import linalg
 
 from benchmark import registry
-from methods.base import SamplePool, Selection, SelectorBase, per_class_budgets
+from benchmark.contracts import SamplePool, Selection
+from methods.base import SelectorBase, per_class_budgets
 
 # Temporaries are cut into blocks of about this many float64 elements (32 MiB).
 _BLOCK_ELEMENTS = 1 << 22

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from benchmark import registry
-from methods.base import TokenInputs
+from benchmark.contracts import TokenInputs
 
 
 @registry.register("token_selector", "random")

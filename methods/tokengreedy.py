@@ -13,30 +13,14 @@ per sample (a constant relevance scales to 1 everywhere).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from benchmark import registry
-from methods.base import SamplePool, Selection, SelectorBase, per_class_budgets
-
-
-@dataclass(frozen=True)
-class ByteCosts:
-    """What storing tokens of one sample costs (see benchmark.memory)."""
-
-    tokens: int  # P: tokens of a whole sample
-    patch_bytes: int  # pixels of one token
-    position_bytes: int  # its position id
-    sample_bytes: int  # per stored sample: label (or target sequence) and text input
-    reserve_bytes: int  # kept back for the ragged memory's block headers
-
-    def of(self, kept: int) -> int:
-        """Bytes of one stored sample keeping ``kept`` tokens (a whole sample stores no positions)."""
-        if kept == self.tokens:
-            return self.tokens * self.patch_bytes + self.sample_bytes
-        return kept * (self.patch_bytes + self.position_bytes) + self.sample_bytes
+from benchmark.contracts import SamplePool, Selection
+from benchmark.memory import ByteCosts
+from methods.base import SelectorBase, per_class_budgets
 
 
 def importance_from_grads(grads: np.ndarray) -> np.ndarray:
@@ -119,7 +103,6 @@ class TokenGreedy(SelectorBase):
     """
 
     needs_grads: ClassVar[bool] = True
-    selects_tokens: ClassVar[bool] = True
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         assert pool.grads is not None

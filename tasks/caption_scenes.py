@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.caption_text import SPECIAL_TOKENS
+from benchmark.contracts import SPECIAL_TOKENS
 from tasks.procedural import COLOURS, SHAPES, _background, _draw_clutter
 
 # The five categories (one task each) and the shapes a second object may take without naming a category.

@@ -1,7 +1,8 @@
 """Caption text as the caption tasks store it: lower-case words, token ids with bos/eos, 0 = padding.
 
-Every caption task uses the same four special tokens at the same ids, so a
-model and a metric can tell them apart without knowing the task.
+Every caption task uses the same four special tokens at the same ids
+(``benchmark.contracts``), so a model and a metric can tell them apart
+without knowing the task.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+from benchmark.contracts import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -43,15 +42,3 @@ def encode_captions(captions: Sequence[str], vocabulary: Sequence[str], max_leng
         tokens = [index.get(word, UNK_ID) for word in words(caption)][: max_length - 2]
         ids[row, : len(tokens) + 2] = [BOS_ID, *tokens, EOS_ID]
     return ids
-
-
-def decode_ids(ids: Sequence[int], vocabulary: Sequence[str]) -> str:
-    """Words of the ids up to the first eos; pad, bos and eos are not words (<unk> stays visible)."""
-    out = []
-    for token in ids:
-        if token == EOS_ID:
-            break
-        if token in (PAD_ID, BOS_ID):
-            continue
-        out.append(vocabulary[token])
-    return " ".join(out)

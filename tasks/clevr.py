@@ -57,8 +57,8 @@ import numpy as np
 from PIL import Image
 
 from benchmark import registry
+from benchmark.contracts import BackboneSpec, Experience, TaskStream
 from benchmark.errors import UserError
-from tasks.base import BackboneSpec, Experience, TaskStream
 
 ENV_VAR = "CLEVR_ROOT"
 TASK_TYPES: tuple[str, ...] = ("attribute", "counting", "existence", "comparison")

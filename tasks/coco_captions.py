@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image
 
 from benchmark import registry
+from benchmark.contracts import BackboneSpec, Experience, TaskStream
 from benchmark.errors import UserError
-from tasks.base import BackboneSpec, Experience, TaskStream
 from tasks.caption_text import build_vocabulary, encode_captions
 
 ENV_VAR = "COCO_ROOT"

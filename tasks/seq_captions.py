@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
-from tasks.base import BackboneSpec, Experience, TaskStream, pixel_mask_to_patches
+from benchmark.contracts import BackboneSpec, Experience, TaskStream
+from tasks.base import pixel_mask_to_patches
 from tasks.caption_scenes import (
     CATEGORY_SHAPES,
     DISTRACTOR_SHAPES,

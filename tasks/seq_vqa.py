@@ -35,7 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
-from tasks.base import BackboneSpec, Experience, TaskStream, pixel_mask_to_patches
+from benchmark.contracts import BackboneSpec, Experience, TaskStream
+from tasks.base import pixel_mask_to_patches
 from tasks.vqa_scenes import (
     ANSWERS,
     FAMILIES,

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmark import registry
+from benchmark.contracts import BackboneSpec, TaskStream
 from benchmark.errors import UserError
-from tasks.base import BackboneSpec, TaskStream, class_incremental
+from tasks.base import class_incremental
 
 ENV_VAR = "CIFAR100_ROOT"
 _ALLOWED_GLOBALS = {

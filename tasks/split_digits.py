@@ -6,7 +6,9 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from benchmark import registry
-from tasks.base import BackboneSpec, TaskStream, check_boundary_overlap, class_incremental, stratified_split
+from benchmark.contracts import BackboneSpec, TaskStream
+from benchmark.splits import stratified_split
+from tasks.base import check_boundary_overlap, class_incremental
 
 
 @registry.register("task", "split-digits")

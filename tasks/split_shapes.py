@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
-from tasks.base import (
-    BackboneSpec,
-    TaskStream,
-    check_boundary_overlap,
-    class_incremental,
-    pixel_mask_to_patches,
-)
+from benchmark.contracts import BackboneSpec, TaskStream
+from tasks.base import check_boundary_overlap, class_incremental, pixel_mask_to_patches
 from tasks.procedural import TASK_SHAPE_CLASSES, render_shapes
 
 

@@ -9,21 +9,19 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import ALL_METRICS, tokenize
 from benchmark.captioner import CaptionModel
-from benchmark.cell import TaskCache, run_cell, store_task_memory, to_tensors
+from benchmark.cell import TaskCache, build_learner, create_entries, run_cell, store_task_memory, to_tensors
 from benchmark.config import CellConfig, TrainConfig
+from benchmark.contracts import TokenBatch, TokenInputs, full_positions, patchify
 from benchmark.errors import UserError
+from benchmark.gallery import GallerySource, compute_gallery
 from benchmark.grid import load_grid
 from benchmark.memory import MemoryBuffer, kept_token_count
-from benchmark.model import TokenBatch, full_positions
 from benchmark.objectives import Captioning, EvalSet
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.results import FINISHED, CellResult
-from benchmark.train import TrainSettings
 from methods.attribution import gradients_and_lrp
-from methods.base import TokenInputs
-from reports.gallery import GallerySource, compute_gallery, draw_gallery
-from tasks.base import patchify
+from reports.gallery import draw_gallery
 from tasks.procedural import COLOURS
 from tests.conftest import every_memory_method
 
@@ -221,21 +219,14 @@ def test_report_gallery_ranks_the_captioners_tokens(stream) -> None:
 def test_every_selector_stores_a_caption_tasks_memory(stream, method: str) -> None:
     # What run_cell does after a task, for each selector, on the captioner (every cell would take ~20 s).
     config = cell(method, token_fraction=0.25 if "+" in method else 1.0)
-    objective = Captioning()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = objective.build_model(stream, mask_token=False)
-    sample = registry.create("sample_selector", config.sample_selector)
-    token = (
-        None if config.token_selector is None else registry.create("token_selector", config.token_selector)
-    )
-    settings = TrainSettings(
-        epochs=1, batch_size=16, replay_batch_size=16, input_dropout=0.0, eval_batch_size=64
-    )
+    cache = TaskCache()
+    cache.streams[f"seq-captions:{sorted(TASK_PARAMS.items())}"] = stream
+    entries = create_entries(config, cache)
+    learner = build_learner(config, entries, WEIGHTS_DIR)
     memory = MemoryBuffer(stream.tokens)
     for index in range(2):  # the second task's selection sees the first's memory (OCS, drawn from it)
         current = to_tensors(stream.experiences[index], stream.backbone.patch_size)
-        store_task_memory(model, memory, current, index, config, sample, token, settings, torch.device("cpu"))
+        store_task_memory(learner, entries, memory, current, index, config)
     assert len(memory.entries) == 2 and all(len(entry) > 0 for entry in memory.entries)
     assert memory.bytes_used <= memory.bytes_allowed
     assert memory.entries[0].labels.shape[1] == stream.experiences[0].train_labels.shape[1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark import registry
-from benchmark.captioner_check import run_check
+from tools.captioner_check import run_check
 
 
 @pytest.mark.slow

@@ -8,10 +8,9 @@ import torch
 
 from benchmark import registry
 from benchmark.captioner import CaptionModel
-from benchmark.model import TokenBatch, full_positions
+from benchmark.contracts import BOS_ID, EOS_ID, PAD_ID, TokenBatch, decode_ids, full_positions, patchify
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from methods.attention_hooks import capture_attention
-from tasks.base import patchify
 from tasks.caption_scenes import (
     CATEGORY_SHAPES,
     DISTRACTOR_SHAPES,
@@ -21,7 +20,7 @@ from tasks.caption_scenes import (
     draw_scene,
     longest_caption_words,
 )
-from tasks.caption_text import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_captions, words
+from tasks.caption_text import encode_captions, words
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from benchmark import registry
+from benchmark.contracts import UNK, decode_ids
 from benchmark.errors import UserError
-from tasks.caption_text import UNK, decode_ids
 from tasks.coco_captions import RATT_TASKS, assign_tasks
 
 CATEGORIES = {1: "car", 2: "bus", 3: "horse", 4: "pizza", 5: "person"}

@@ -16,9 +16,10 @@ from scipy.spatial.distance import cdist
 
 import methods.coresets as coresets  # importing registers the five selectors
 from benchmark import registry
+from benchmark.contracts import SamplePool
 from benchmark.errors import UserError
-from benchmark.perf_selectors import naive_greedy
-from methods.base import SamplePool, per_class_budgets
+from methods.base import per_class_budgets
+from tools.perf_selectors import naive_greedy
 
 NAMES = ("herding", "kcenter", "craig", "gradmatch", "ocs")
 PER_CLASS = ("herding", "craig", "gradmatch")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.model import TokenBatch, TokenViT, full_positions
-from tasks.base import BackboneSpec, patchify
+from benchmark.contracts import BackboneSpec, TokenBatch, full_positions, patchify
+from benchmark.model import TokenViT
 
 SPEC = BackboneSpec(
     image_size=16, channels=3, patch_size=4, pretrain_set="shapes-15", embed_dim=32, depth=2, num_heads=2

@@ -9,12 +9,12 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from benchmark.checkpoints import fit_to_model, read_checkpoint
+from benchmark.contracts import BackboneSpec
 from benchmark.errors import UserError
 from benchmark.grid import load_grid
 from benchmark.model import TokenViT
 from benchmark.runner import run_grid
 from benchmark.track import MlflowTracker
-from tasks.base import BackboneSpec
 from tests.conftest import GRIDS, write_cifar_fixture
 
 

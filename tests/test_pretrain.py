@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from benchmark import registry
+from benchmark.contracts import BackboneSpec
 from benchmark.errors import UserError
 from benchmark.pretrain import default_recipe, load_backbone_weights, pretrain, weights_path
-from tasks.base import BackboneSpec
 
 
 @pytest.mark.parametrize("task", ["split-shapes", "split-digits", "seq-vqa"])

@@ -10,8 +10,9 @@ import pytest
 
 from benchmark import registry
 from benchmark.cli import main
+from benchmark.contracts import Experience, TaskStream
 from benchmark.grid import load_grid
-from tasks.base import Experience, TaskStream, blur_boundaries, class_incremental
+from tasks.base import blur_boundaries, class_incremental
 from tasks.procedural import TASK_SHAPE_CLASSES, class_prototypes, render_shapes
 from tests.conftest import GRIDS, REPO_ROOT
 from tests.test_cli import GOOD, run_cli

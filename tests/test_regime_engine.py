@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from benchmark.cell import TaskCache, run_cell
 from benchmark.config import CellConfig, TrainConfig
+from benchmark.contracts import BackboneSpec, TokenBatch, full_positions
 from benchmark.memory import MemoryBuffer, kept_token_count
-from benchmark.model import TokenBatch, TokenViT, fill_masked, full_positions
+from benchmark.model import TokenViT, fill_masked
 from benchmark.partial_inputs import keep_first, oracle_order
 from benchmark.token_split import AUTO_CANDIDATES, nearest_neighbour_scores
 from methods.tokengreedy import ByteCosts, greedy_pairs
-from tasks.base import BackboneSpec
 
 TINY = {"train_per_class": 40, "test_per_class": 12}
 CACHE = TaskCache()

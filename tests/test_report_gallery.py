@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from benchmark import registry
-from reports.gallery import (
-    GallerySource,
-    attribution_gallery,
-    compute_gallery,
-    draw_gallery,
-    first_stream_with_masks,
-    gallery_sources,
-    pick_images,
-)
+from benchmark.gallery import GallerySource, compute_gallery, first_stream_with_masks, pick_images
+from reports.gallery import attribution_gallery, draw_gallery, gallery_sources
 from tests.test_reports import synthetic_records
 
 SMALL_SHAPES = {"train_per_class": 20, "test_per_class": 5}

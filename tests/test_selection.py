@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmark.contracts import BackboneSpec, SamplePool, Selection, TokenInputs
 from benchmark.model import TokenViT
 from benchmark.selection import attribution_quality, choose_memory
 from benchmark.train import whole
-from methods.base import SamplePool, Selection, SelectorBase, TokenInputs, per_class_budgets
-from tasks.base import BackboneSpec
+from methods.base import SelectorBase, per_class_budgets
 
 
 @settings(max_examples=200, deadline=None)

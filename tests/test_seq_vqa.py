@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmark import registry
-from tasks.base import TEXT_TOKEN_BYTES
+from benchmark.contracts import TEXT_TOKEN_BYTES
 from tasks.pretrain_sets import CELL_COLOURS, CELL_SHAPES, draw_cell_objects
 from tasks.procedural import COLOURS
 from tasks.seq_vqa import SeqVqa

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from benchmark import registry
+from benchmark.contracts import patchify
 from benchmark.errors import UserError
-from tasks.base import patchify, pixel_mask_to_patches
+from tasks.base import pixel_mask_to_patches
 from tasks.procedural import TASK_SHAPE_CLASSES, pretrain_shape_classes
 from tests.conftest import write_cifar_fixture
 

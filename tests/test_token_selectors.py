@@ -9,12 +9,11 @@ import torch.nn.functional as F
 
 import methods.attribution as attribution
 from benchmark import registry
-from benchmark.model import TokenBatch, TokenViT, full_positions
+from benchmark.contracts import BackboneSpec, TokenBatch, TokenInputs, full_positions, patchify
+from benchmark.model import TokenViT
 from benchmark.pretrain import default_recipe, load_backbone_weights, weights_path
 from benchmark.train import TrainSettings, seeded_generator, train_experience, whole
 from methods.attention_hooks import attention_modules, capture_attention, suppressed_attention
-from methods.base import TokenInputs
-from tasks.base import BackboneSpec, patchify
 
 SELECTORS = ("rollout", "gradcam", "gradrollout", "gradlrp", "atman")
 SPEC = BackboneSpec(

@@ -12,8 +12,8 @@ import benchmark.cell
 from benchmark import registry
 from benchmark.cell import TaskCache, run_cell
 from benchmark.config import CellConfig, TrainConfig
+from benchmark.contracts import patchify
 from benchmark.results import FINISHED
-from tasks.base import patchify
 from tasks.vqa_scenes import QUESTION_LENGTH
 from tests.conftest import every_memory_method
 
@@ -140,8 +140,8 @@ def test_every_selector_runs_a_vqa_cell_within_its_bytes(method: str, cache: Tas
 
 
 def test_the_attribution_gallery_asks_each_image_its_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.gallery import GallerySource, compute_gallery
     from benchmark.model import TokenViT
-    from reports.gallery import GallerySource, compute_gallery
 
     stream = TaskCache().get("seq-vqa", TINY)
     seen_text: list[bool] = []

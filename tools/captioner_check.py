@@ -1,6 +1,6 @@
 """Does the captioner learn? Train on seq-captions from the pretrained encoder and print CIDEr.
 
-    python -m benchmark.captioner_check [--epochs N] [--train-per-task N] [--seed S]
+    python -m tools.captioner_check [--epochs N] [--train-per-task N] [--seed S]
 
 First task 1 alone, then the five tasks in sequence without replay (the
 fine-tuning lower bound), printing the CIDEr matrix (row = after training
@@ -21,10 +21,9 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import CaptionScorer
 from benchmark.captioner import CaptionModel
-from benchmark.model import TokenBatch, full_positions
+from benchmark.contracts import Experience, TaskStream, TokenBatch, full_positions, patchify
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.train import seeded_generator
-from tasks.base import Experience, TaskStream, patchify
 
 LR = 3e-4
 BATCH_SIZE = 32

@@ -1,6 +1,6 @@
 """All speed benchmarks (``nox -s perf``): coreset selectors and replay throughput.
 
-python -m benchmark.perf [--out results/perf]
+python -m tools.perf [--out results/perf]
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmark import perf_replay, perf_selectors
+from tools import perf_replay, perf_selectors
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@ cost should fall with t: attention is quadratic and the MLPs linear in the
 token count, so the blocks' time should approach t (a speed-up of 1/t) until
 fixed costs (CLS token, head, optimizer step) dominate.
 
-    python -m benchmark.perf_replay        # writes results/perf/replay_throughput.{csv,md}
+    python -m tools.perf_replay        # writes results/perf/replay_throughput.{csv,md}
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
+from benchmark.contracts import BackboneSpec, TokenBatch
 from benchmark.memory import kept_token_count
-from benchmark.model import TokenBatch, TokenViT
+from benchmark.model import TokenViT
 from benchmark.results import write_text_atomic
 from benchmark.train import seeded_generator
-from tasks.base import BackboneSpec
 
 OUTPUT_DIR = Path("results/perf")
 FRACTIONS = (1.0, 0.5, 0.25, 0.1)

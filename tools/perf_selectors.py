@@ -12,7 +12,7 @@ reference implementation's, so that a faster algorithm shows it lost nothing:
 
 References run only up to ``reference_max_n`` samples (NaN above).
 
-    python -m benchmark.perf_selectors            # writes results/perf/selectors.{csv,md}
+    python -m tools.perf_selectors            # writes results/perf/selectors.{csv,md}
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from scipy.optimize import nnls
 
 import methods.coresets as coresets  # registers the five selectors
 from benchmark import registry
+from benchmark.contracts import SamplePool, Selection
 from benchmark.errors import UserError
-from methods.base import SamplePool, Selection, SelectorBase, per_class_budgets
+from methods.base import SelectorBase, per_class_budgets
 
 SELECTORS: tuple[str, ...] = ("herding", "kcenter", "craig", "gradmatch", "ocs")
 OUTPUT_DIR = Path("results/perf")
