@@ -27,7 +27,7 @@ from reports.reproduction import (
     table,
     verdict,
 )
-from tests.conftest import GRIDS, REPO_ROOT
+from tests.conftest import GRIDS, REPO_ROOT, clone_working_tree
 
 # ------------------------------------------------------------------------------- the comparison
 
@@ -176,33 +176,6 @@ TWO_CELLS = [
     "--only=method=herding",
     "--no-progress",
 ]
-
-
-def clone_working_tree(destination: Path) -> None:
-    """A ``git clone`` of this checkout with its uncommitted changes committed in the clone, so the
-    test runs the code as it is on disk."""
-    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(destination)], check=True)
-    diff = subprocess.run(
-        ["git", "diff", "HEAD", "--binary"], cwd=REPO_ROOT, capture_output=True, check=True
-    ).stdout
-    if diff:
-        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=destination, input=diff, check=True)
-    untracked = subprocess.run(
-        ["git", "ls-files", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, untracked):
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((REPO_ROOT / name).read_bytes())
-    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    subprocess.run(["git", *identity, "add", "-A"], cwd=destination, check=True)
-    subprocess.run(
-        ["git", *identity, "commit", "-q", "--allow-empty", "-m", "working tree"], cwd=destination, check=True
-    )
 
 
 def in_clone(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
