@@ -202,7 +202,7 @@ def command_run(args: argparse.Namespace) -> int:
     grid = load_grid(resolve_grid_path(args.grid), args.overrides)
     grid = dataclasses.replace(grid, cells=tuple(_selected(grid.cells, args.only)))
     if args.dry_run:
-        return _dry_run(grid, args.results / grid.name, options.weights_dir)
+        return _dry_run(grid, args.results / grid.name, options.weights_dir, args.keep_stale)
     tracker = MlflowTracker(grid.name, args.tracking_uri)
     summary = run_grid(
         grid,
@@ -259,7 +259,7 @@ def _progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and getattr(args, "quiet", 0) == 0
 
 
-def _dry_run(grid: Grid, results_dir: Path, weights_dir: Path) -> int:
+def _dry_run(grid: Grid, results_dir: Path, weights_dir: Path, keep_stale: bool) -> int:
     """Print every cell with its hash, state and code fingerprint; run nothing, write nothing."""
     from tabulate import tabulate
 
@@ -273,7 +273,7 @@ def _dry_run(grid: Grid, results_dir: Path, weights_dir: Path) -> int:
     plan = plan_grid(grid.cells, results_dir, cache, CodeFingerprints(weights_dir))
     print(tabulate(plan_rows(plan), headers="keys", tablefmt="plain", disable_numparse=True))
     print(f"grid {grid.name} ({results_dir}): {summary_line(plan)}; dry run: nothing was run")
-    log_plan(plan, keep_stale=False)
+    log_plan(plan, keep_stale)
     return 0
 
 
