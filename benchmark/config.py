@@ -45,6 +45,9 @@ class TrainConfig:
     replay: str = "drop"
     pretrain_token_dropout: float = 0.0  # the backbone pretrained with this patch-token dropout (weights/)
     partial_inputs: bool = False  # also measure accuracy on partial test inputs after each task (costs time)
+    # AdamW's fused kernel where the device has one (CPU, CUDA): one op a step instead of a per-tensor
+    # loop; its numbers differ from the loop's in the last bits. None: the protocol's (2: fused; 1: loop).
+    fused_optimizer: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -151,6 +154,7 @@ LATER_TRAIN_FIELDS: dict[str, ParamValue] = {
     "replay": "drop",
     "pretrain_token_dropout": 0.0,
     "partial_inputs": False,
+    "fused_optimizer": None,
 }
 LATER_CELL_FIELDS: dict[str, ParamValue] = {"protocol": 1, "tune": {}}
 

@@ -78,7 +78,7 @@ STREAM_SEED_PARAMS = ("data_seed", "class_order_seed")
 EXCLUDE_KEYS = ("tasks", "methods", "retention", "seeds")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
 # [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
-NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5}
+NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5, "fused_optimizer": True}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ DEFAULT_INPUT_DROPOUT = 0.0
 # Protocol 1: core tokensets trained with 0.5 (the seed paper's code drops patch embeddings at p = 0.9).
 PROTOCOL_1_CORE_TOKENSET_INPUT_DROPOUT = 0.5
 
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel
+
 StatusHook = Callable[[str, int], None]  # (what the cell is doing, epochs just finished)
 
 
@@ -46,6 +48,13 @@ def input_dropout_for(config: CellConfig) -> float:
     if config.protocol == 1:
         return 0.0 if config.token_selector is None else PROTOCOL_1_CORE_TOKENSET_INPUT_DROPOUT
     return DEFAULT_INPUT_DROPOUT
+
+
+def fused_optimizer_for(config: CellConfig) -> bool:
+    """Whether AdamW uses its fused kernel (where the device has one): the grid's, or the protocol's."""
+    if config.train.fused_optimizer is not None:
+        return config.train.fused_optimizer
+    return config.protocol >= 2
 
 
 def epochs_for(config: CellConfig, stream: TaskStream) -> int:
@@ -121,8 +130,9 @@ def build_learner(config: CellConfig, entries: CellEntries, weights_dir: Path) -
         recipe = default_recipe(entries.stream.backbone, config.train.pretrain_token_dropout)
         model.encoder.load_backbone(load_backbone_weights(recipe, weights_dir))
     model.to(device)
+    fused = fused_optimizer_for(config) and device.type in FUSED_OPTIMIZER_DEVICES
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay, fused=fused or None
     )
     settings = TrainSettings(
         epochs=epochs_for(config, entries.stream),

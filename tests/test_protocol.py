@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 import benchmark.cell
 from benchmark.cell import VALIDATION_STREAM, run_cell
-from benchmark.cell_data import SealedTests, SealedDataRead, to_tensors
+from benchmark.cell_data import SealedDataRead, SealedTests, to_tensors
 from benchmark.config import CellConfig, TrainConfig
 from benchmark.contracts import BackboneSpec, TokenBatch, full_positions
 from benchmark.diagnostics import diagnostic_fraction, shortcut_row
 from benchmark.errors import UserError
 from benchmark.grid import load_grid
-from benchmark.learner import TaskCache, build_learner, create_entries, input_dropout_for
+from benchmark.learner import TaskCache, build_learner, create_entries, fused_optimizer_for, input_dropout_for
 from benchmark.memory import ByteCosts, MemoryBuffer, retention_budget_bytes
 from benchmark.model import TokenViT, fill_masked
 from benchmark.pretrain import WEIGHTS_DIR
@@ -191,6 +191,12 @@ def test_bad_protocol_settings_are_one_line_errors(tmp_path: Path, table: str, m
 
 
 # ----------------------------------------------------------------------------------- input dropout
+
+
+def test_protocol_2_uses_the_fused_optimizer_and_protocol_1_the_loop() -> None:
+    assert fused_optimizer_for(cell("random")) is True
+    assert fused_optimizer_for(cell("random", protocol=1)) is False
+    assert fused_optimizer_for(cell("random", train=TrainConfig(fused_optimizer=False))) is False
 
 
 def test_input_dropout_defaults_to_one_value_for_every_method_under_protocol_2() -> None:
