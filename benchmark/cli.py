@@ -263,7 +263,7 @@ def _dry_run(grid: Grid, results_dir: Path, weights_dir: Path, keep_stale: bool)
     """Print every cell with its hash, state and code fingerprint; run nothing, write nothing."""
     from tabulate import tabulate
 
-    from benchmark.cell import TaskCache
+    from benchmark.learner import TaskCache
     from benchmark.plan import log_plan, plan_grid, plan_rows, summary_line
     from benchmark.preflight import preflight
     from benchmark.provenance import CodeFingerprints

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import registry
-from benchmark.cell import TaskCache
+from benchmark.learner import TaskCache
 from benchmark.config import CellConfig
 from benchmark.errors import UserError
 from benchmark.provenance import CodeFingerprints, changed_code

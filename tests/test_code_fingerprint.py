@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from benchmark.cell import TaskCache
+from benchmark.learner import TaskCache
 from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.grid import load_grid
