@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import registry
-from benchmark.learner import TaskCache
 from benchmark.config import CellConfig
 from benchmark.errors import UserError
+from benchmark.learner import TaskCache
 from benchmark.provenance import CodeFingerprints, changed_code
 from benchmark.results import FAILED, FINISHED, cell_path, lock_path
 

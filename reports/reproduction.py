@@ -22,6 +22,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.config import CellConfig, canonical_json
+from benchmark.grid import STREAM_SEED_PARAMS
 from benchmark.results import FINISHED, write_text_atomic
 from reports.stats import MISSING, mean_ci
 
@@ -53,11 +54,19 @@ Record = Mapping[str, Any]
 
 
 def seed_group(config: Mapping[str, Any]) -> str:
-    """A key shared by the cells whose configs differ only in their seed."""
+    """A key shared by the cells whose configs differ only in their seed (and in the task parameters
+    the seed draws with ``stream_seeds = true``: data and class order)."""
+    seed = config.get("seed")
+    params = {
+        key: value
+        for key, value in (config.get("task_params") or {}).items()
+        if not (key in STREAM_SEED_PARAMS and value == seed)
+    }
+    unseeded = {**config, "task_params": params}
     try:
-        return replace(CellConfig.from_dict(dict(config)), seed=0).config_hash
+        return replace(CellConfig.from_dict(unseeded), seed=0).config_hash
     except (TypeError, ValueError):  # a record of a config the code no longer knows
-        return canonical_json({k: v for k, v in config.items() if k not in ("seed", "grid")})
+        return canonical_json({k: v for k, v in unseeded.items() if k not in ("seed", "grid")})
 
 
 def identical(reference: Record, reproduced: Record) -> bool:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from benchmark.learner import TaskCache
 from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.grid import load_grid
+from benchmark.learner import TaskCache
 from benchmark.plan import DONE, FAILED_STATE, STALE, TO_RUN, UNKNOWN, plan_grid, record_state, select_cells
 from benchmark.provenance import CodeFingerprints, changed_code, normalized_source
 from benchmark.results import cell_path
