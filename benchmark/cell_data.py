@@ -138,8 +138,14 @@ def to_tensors(
     validation = None
     if validation_rng is not None:
         kept, held_out = (
-            torch.from_numpy(i) for i in stratified_split(categories, VALIDATION_FRACTION, validation_rng)
+            torch.from_numpy(i)
+            for i in stratified_split(categories, VALIDATION_FRACTION, validation_rng, min_held_out=1)
         )
+        if len(held_out) == 0:
+            raise ValueError(
+                f"task with classes {list(experience.classes)} has no validation slice: every class has a "
+                "single training sample; protocol 2 needs at least two samples of some class"
+            )
         validation = EvalSplit(
             train.take(held_out),
             targets[held_out],

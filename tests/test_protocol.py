@@ -331,3 +331,33 @@ def test_a_record_without_later_fields_reads_back_with_their_older_values() -> N
     config = CellConfig.from_dict(old)
     assert config.protocol == 1 and config.tune == {} and config.train.replay == "drop"
     assert config.config_hash != cell("random").config_hash  # protocol 1 is another cell
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+    fraction=st.sampled_from([0.0, 0.1, 0.25]),
+    seed=st.integers(0, 2**16),
+)
+def test_a_stratified_split_holds_out_at_least_one_of_each_class_that_can_spare_one(
+    sizes: list[int], fraction: float, seed: int
+) -> None:
+    from benchmark.splits import stratified_split
+
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    kept, held = stratified_split(labels, fraction, np.random.default_rng(seed), min_held_out=1)
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(len(labels)))
+    for label, size in enumerate(sizes):
+        n_held = int(np.sum(labels[held] == label))
+        assert n_held == (max(1, round(size * fraction)) if size > 1 else 0)
+        assert np.sum(labels[kept] == label) >= 1
+
+
+def test_a_task_of_single_sample_classes_has_no_validation_slice_and_says_so() -> None:
+    from benchmark.contracts import Experience
+
+    images = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    labels = np.array([0, 1])
+    experience = Experience((0, 1), images, labels, images, labels)
+    with pytest.raises(ValueError, match="no validation slice"):
+        to_tensors(experience, 4, (), np.random.default_rng(0))
