@@ -33,6 +33,7 @@ from benchmark.contracts import (
     patchify,
     selects_pairs,
 )
+from benchmark.crashpoints import crash_point
 from benchmark.memory import (
     BLOCK_HEADER_BYTES,
     ByteCosts,
@@ -61,6 +62,7 @@ from benchmark.train import ContinualModel, TrainSettings, seeded_generator, tra
 CORE_TOKENSET_INPUT_DROPOUT = 0.5
 
 StatusHook = Callable[[str, int], None]  # (what the cell is doing, epochs just finished)
+TaskHook = Callable[[int, list[float]], None]  # (task index, the accuracy row after training it)
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -523,11 +525,16 @@ def run_cell(
     cache: TaskCache | None = None,
     weights_dir: Path = WEIGHTS_DIR,
     on_status: StatusHook | None = None,
+    on_task: TaskHook | None = None,
 ) -> CellResult:
-    """Run one cell; any exception becomes a ``failed`` record with the error, never a crash."""
+    """Run one cell; any exception becomes a ``failed`` record with the error, never a crash.
+
+    ``on_status`` hears what the cell is doing, ``on_task`` each task's accuracy row as it ends
+    (the driver logs it to MLflow); the cell runner itself knows nothing of tracking.
+    """
     started = time.perf_counter()
     try:
-        return _run_cell(config, commit, cache or TaskCache(), weights_dir, on_status, started)
+        return _run_cell(config, commit, cache or TaskCache(), weights_dir, on_status, on_task, started)
     except Exception as error:  # a failed cell is data: record it and let the grid go on
         return CellResult(
             config=config.to_dict(),
@@ -545,6 +552,7 @@ def _run_cell(
     cache: TaskCache,
     weights_dir: Path,
     on_status: StatusHook | None,
+    on_task: TaskHook | None,
     started: float,
 ) -> CellResult:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
@@ -571,6 +579,9 @@ def _run_cell(
                 lambda m, i=index: status(f"task {i + 1}/{tasks} {m}", 1),
             )
         log.matrix[index] = evaluation.row(learner)
+        if on_task is not None:
+            on_task(index, [float(v) for v in log.matrix[index]])
+        crash_point("after_task", config.config_hash)
         if config.train.partial_inputs:
             log.add_partial(evaluation.partial_row(learner))
         if not selector.uses_memory or index == tasks - 1:
@@ -578,6 +589,7 @@ def _run_cell(
         with log.timed("selection"):
             status(f"task {index + 1}/{tasks} selecting memory", 0)
             log.stored.append(store_task_memory(learner, entries, memory, current, index, config))
+        crash_point("after_selection", config.config_hash)
     return _finished_result(config, commit, entries, learner, evaluation, memory, log, started)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark list | run GRID | report | show CELL | pretrain``.
+"""Command line: ``python -m benchmark list | run GRID | report | show CELL | pretrain | sync-mlflow``.
 
 A bad name, a malformed grid, a missing data path or an impossible budget ends
 with a one-line message and exit status 2, never a traceback. A grid whose
@@ -12,9 +12,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark import registry
 from benchmark.errors import UserError
+
+if TYPE_CHECKING:
+    from benchmark.track import ReconcileSummary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GRIDS_DIR = REPO_ROOT / "grids"
@@ -97,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<grid name>)")
     report.set_defaults(handler=command_report)
 
+    sync = commands.add_parser(
+        "sync-mlflow", help="fill an MLflow store from cell records (idempotent: no duplicates)"
+    )
+    sync.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="a results root or one grid's (default: results)",
+    )
+    sync.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    sync.set_defaults(handler=command_sync_mlflow)
+
     show = commands.add_parser("show", help="print one cell record (a hash, a prefix of one, or a path)")
     show.add_argument("cell")
     show.add_argument("--results", type=Path, default=Path("results"))
@@ -174,11 +192,7 @@ def command_run(args: argparse.Namespace) -> int:
         f"grid {grid.name}: {summary.cells} cells, {summary.skipped} already done, "
         f"{summary.finished} run, {len(summary.failed)} failed, {summary.seconds:.0f} s"
     )
-    if summary.running_elsewhere:
-        print(
-            f"{summary.running_elsewhere} cells are running in another run (their cells/<hash>.lock is "
-            "held by a live process): its records land in the same results directory"
-        )
+    _print_held_elsewhere(summary.held_elsewhere)
     if summary.skipped_failed:
         print(
             f"{summary.skipped_failed} cells recorded as failed were skipped: rerun them with --retry-failed"
@@ -188,8 +202,12 @@ def command_run(args: argparse.Namespace) -> int:
         f"MLflow:  {tracker.tracking_uri} (experiment {grid.name!r}; "
         f"`mlflow ui --backend-store-uri {tracker.tracking_uri}`)"
     )
+    _print_reconciled(summary.reconciled)
     if not args.no_report:
-        _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
+        written = _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
+        if summary.parent_run_id is not None:
+            with tracker.best_effort():
+                tracker.log_files(summary.parent_run_id, (p for paths in written.values() for p in paths))
     for line in summary.failed:
         print(f"failed: {line}", file=sys.stderr)
     return EXIT_CELLS_FAILED if summary.failed or summary.skipped_failed else 0
@@ -201,7 +219,40 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(results_dir: Path, out_dir: Path) -> None:
+def _print_held_elsewhere(locks: list[str]) -> None:
+    """Name the live locks that kept this run off cells, so that a user can judge them."""
+    if not locks:
+        return
+    print(
+        f"{len(locks)} cells are running in another run (a live process holds their lock; its records "
+        "land in the same results directory): " + "; ".join(locks[:3]) + (" …" if len(locks) > 3 else "")
+    )
+    print(
+        "  if that run is gone, delete its lock; a lock from another host is taken over once its "
+        "heartbeat is 10 minutes old"
+    )
+
+
+def _print_reconciled(reconciled: ReconcileSummary | None) -> None:
+    if reconciled is not None and (reconciled.created or reconciled.deleted or reconciled.killed_grids):
+        print(
+            f"MLflow brought in line with the records: {reconciled.created} runs filled from records, "
+            f"{reconciled.deleted} stale runs removed, {reconciled.killed_grids} dead grid runs marked KILLED"
+        )
+
+
+def command_sync_mlflow(args: argparse.Namespace) -> int:
+    from benchmark.track import sync_results
+
+    for folder, summary in sync_results(args.results, args.tracking_uri).items():
+        print(
+            f"{folder}: {summary.created} runs filled from records, {summary.deleted} stale runs removed, "
+            f"{summary.killed_grids} dead grid runs marked KILLED"
+        )
+    return 0
+
+
+def _print_report(results_dir: Path, out_dir: Path) -> dict[str, list[Path]]:
     from benchmark.results import write_bytes_atomic
     from reports.make import make_report
 
@@ -214,6 +265,7 @@ def _print_report(results_dir: Path, out_dir: Path) -> None:
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
+    return written
 
 
 def command_show(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def sweep_temp_files(directory: Path) -> int:
         if not pid_text.isdigit():
             gone = age > 60
         elif writer_host == host:
-            gone = not _pid_alive(int(pid_text), None)
+            gone = not process_alive(int(pid_text), None)
         else:
             gone = age > LOCK_EXPIRY_SECONDS
         if gone:
@@ -265,7 +265,8 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _pid_alive(pid: int, start: str | None) -> bool:
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` of this host lives (and, given ``start``, is the one started then)."""
     if pid <= 0:
         return False
     try:
@@ -332,7 +333,7 @@ def _is_stale(holder: dict[str, Any], path: Path) -> bool:
     if holder["host"] != socket.gethostname():
         return _age(path) > LOCK_EXPIRY_SECONDS
     start = holder.get("process_start")
-    return not _pid_alive(holder["pid"], start if isinstance(start, str) else None)
+    return not process_alive(holder["pid"], start if isinstance(start, str) else None)
 
 
 def describe_lock(path: Path, holder: dict[str, Any] | None) -> str:
@@ -413,6 +414,19 @@ def release_cell(results_dir: Path, config_hash: str) -> None:
     holder = _read_holder(path)
     if holder and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
         path.unlink(missing_ok=True)
+
+
+def live_locks(results_dir: Path) -> set[str]:
+    """The cells whose lock a live run holds (a stale lock does not count)."""
+    held = set()
+    for path in (results_dir / "cells").glob("*.lock"):
+        holder = _read_holder(path)
+        try:
+            if holder is not None and not _is_stale(holder, path):
+                held.add(path.stem)
+        except FileNotFoundError:
+            continue
+    return held
 
 
 def sweep_stale_locks(results_dir: Path) -> list[str]:
