@@ -41,6 +41,7 @@ from benchmark.cell import TaskCache, run_cell
 from benchmark.config import CellConfig
 from benchmark.errors import UserError
 from benchmark.results import FAILED, CellResult
+from benchmark.worker import main as worker_main
 
 RAY_INSTALL_HINT = "pip install core-tokenset-bench[ray]"
 
@@ -126,24 +127,10 @@ class LocalExecutor:
 # task whose worker died. Here each worker has a pipe of its own, so the driver knows which cell each
 # one runs and what became of it.
 
-PARENT_POLL_SECONDS = 0.5
 
-
-def _watch_parent(parent: int) -> None:
-    """End this worker as soon as its driver is gone (reparented), however the driver died."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
-
-
-def _worker_main(pipe: connection.Connection, parent: int) -> None:
-    """A worker: run each cell the driver sends, reporting progress, task rows and the result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us
-    _watch_parent(parent)
+def serve_cells(pipe: connection.Connection) -> None:
+    """A worker's loop (``benchmark.worker``): run each cell the driver sends, reporting progress,
+    task rows and the result over ``pipe``; leave when the driver says so or is gone."""
     cache = TaskCache()
     pipe.send(("ready",))
     while True:
@@ -193,7 +180,7 @@ class ProcessExecutor:
     def _start(self) -> Worker:
         context = get_context("spawn")
         ours, theirs = context.Pipe()
-        process = context.Process(target=_worker_main, args=(theirs, os.getpid()), daemon=True)
+        process = context.Process(target=worker_main, args=(theirs, os.getpid()), daemon=True)
         process.start()
         theirs.close()
         return Worker(process, ours)

@@ -103,8 +103,9 @@ def sweep_temp_files(directory: Path) -> int:
     """
     removed = 0
     host = socket.gethostname()
-    for temp in directory.glob(".*.tmp") if directory.is_dir() else []:
-        parts = temp.name[: -len(".tmp")].rsplit("~", 2)
+    found = [*directory.glob(".*.tmp"), *directory.glob(".*.tmp-*")] if directory.is_dir() else []
+    for temp in found:  # ".tmp-journal": what SQLite keeps beside a temporary store
+        parts = temp.name.rsplit(".tmp", 1)[0].rsplit("~", 2)
         pid_text, _, writer_host = parts[1].partition("@") if len(parts) == 3 else ("", "", "")
         try:
             age = time.time() - temp.stat().st_mtime

@@ -315,6 +315,17 @@ def create_sqlite_store(db: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def forget_engine(tracking_uri: str) -> None:
+    """Drop MLflow's cached engine of a store that failed to open: MLflow keeps one per URI for
+    the life of the process, so a store repaired under the same name would still be read through
+    the broken file's connection."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(tracking_uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
 def broken_store_message(db: Path, error: Exception) -> str:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (
@@ -374,6 +385,8 @@ class MlflowTracker:
         except KeyboardInterrupt:
             raise
         except Exception as error:  # any failure to reach the store is the user's to fix
+            if db is not None:
+                forget_engine(self.tracking_uri)
             if db is not None and db.exists():
                 raise UserError(broken_store_message(db, error)) from None
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
