@@ -332,6 +332,8 @@ def _resolve(kind: str, name: str, params: dict[str, Any], where: str) -> dict[s
         factory(**resolved)  # constructors validate their values
     except (ValueError, TypeError) as error:
         raise UserError(f"{where}: {kind} {name!r}: {error}") from None
+    except Exception as error:  # a constructor that trips on a value instead of checking it (patch_size = 0)
+        raise UserError(f"{where}: {kind} {name!r}: {type(error).__name__}: {error}") from None
     return resolved
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,3 +38,15 @@ def write_cifar_fixture(root: Path, classes: int = 20, per_class: int = 3) -> Pa
         with (folder / split).open("wb") as stream:
             pickle.dump({b"data": data, b"fine_labels": labels, b"filenames": [b"x"] * len(labels)}, stream)
     return folder
+
+
+def finished_record(cell: Any) -> dict:
+    """A minimal valid ``finished`` record of ``cell`` (``results.record_problem`` accepts it)."""
+    return {
+        "config": cell.to_dict(),
+        "config_hash": cell.config_hash,
+        "status": "finished",
+        "accuracy_matrix": [[0.5, 0.5], [0.5, 0.5]],
+        "final_average_accuracy": 0.5,
+        "wall_seconds": 1.0,
+    }

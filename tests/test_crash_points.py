@@ -219,3 +219,41 @@ def _half_migrate(uri: str) -> None:
 
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", count)
     SqlAlchemyStore(uri, "/nonexistent")
+
+
+def record_of(space: Workspace, method: str) -> tuple[str, dict]:
+    digest = next(c.config_hash for c in load_grid(space.grid).cells if c.method == method)
+    return digest, json.loads((space.cells / f"{digest}.json").read_bytes())
+
+
+def test_a_cell_that_kills_its_worker_fails_alone_and_a_retry_runs_it(
+    tmp_path: Path, migrated_store: Path
+) -> None:
+    """--jobs 2: the worker dies under one cell (as an OOM kill would); that cell is recorded as
+    failed with how its worker ended, the other cell finishes, and the grid ends (issue 23: the
+    pool broke, both cells were lost and every rerun repeated it)."""
+    space = workspace_with_store(tmp_path, migrated_store)
+    victim = next(c.config_hash for c in load_grid(space.grid).cells if c.method == "random+random")
+    env = {CRASH_AT: "after_selection", CRASH_CELL: victim}
+    assert run_forked(space.argv("--jobs", "2"), env) == 1  # ran to the end, one cell failed
+    _, record = record_of(space, "random+random")
+    assert record["status"] == "failed" and "WorkerDied" in record["error"] and "SIGKILL" in record["error"]
+    assert record_of(space, "none")[1]["status"] == "finished"
+    assert main(space.argv("--jobs", "2", "--retry-failed")) == 0
+    space.check_invariants()  # one FINISHED run per cell: the failed attempt's run is gone
+
+
+def test_a_cell_that_kills_its_own_process_twice_is_given_up_as_failed(
+    tmp_path: Path, migrated_store: Path
+) -> None:
+    """--jobs 1 computes cells in the driver, which such a cell kills; the lock counts the deaths,
+    and after two the cell is recorded as failed instead of killing every rerun."""
+    space = workspace_with_store(tmp_path, migrated_store)
+    for _ in range(2):
+        assert run_forked(space.argv(), {CRASH_AT: "after_selection"}) == KILLED
+    assert main(space.argv()) == 1
+    digest, record = record_of(space, "random+random")
+    assert record["status"] == "failed" and record["error"].startswith("ProcessDied: 2 runs died")
+    assert not (space.cells / f"{digest}.lock").exists()
+    assert main(space.argv("--retry-failed")) == 0
+    space.check_invariants()
