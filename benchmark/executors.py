@@ -54,12 +54,22 @@ def _no_task(index: int, row: list[float]) -> None:
     pass
 
 
+def _no_end(at: int) -> None:
+    pass
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True)
 class CellHooks:
-    """What a running cell reports to the driver: its progress, and each task's accuracy row as it ends."""
+    """What a running cell reports to the driver: its progress, each task's accuracy row as it
+    ends, and when its computation ended (ms since the epoch, taken where it ran)."""
 
     status: Callable[[str, int], None] = _no_status
     task_ended: Callable[[int, list[float]], None] = _no_task
+    ended: Callable[[int], None] = _no_end
 
 
 HookFactory = Callable[[CellConfig], CellHooks]  # called as the cell starts; the driver opens its run then
@@ -117,7 +127,10 @@ class LocalExecutor:
 
     def run(self, cells: Iterable[CellConfig], commit: str, hooks: HookFactory) -> Iterator[CellResult]:
         for config in cells:
-            yield run_with_threads(config, commit, self.cache, self.weights_dir, self.threads, hooks(config))
+            cell_hooks = hooks(config)
+            result = run_with_threads(config, commit, self.cache, self.weights_dir, self.threads, cell_hooks)
+            cell_hooks.ended(now_ms())
+            yield result
 
 
 # --- Worker processes --------------------------------------------------------------------------------------
@@ -145,7 +158,8 @@ def serve_cells(pipe: connection.Connection) -> None:
             status=lambda message, advance: pipe.send(("status", message, advance)),
             task_ended=lambda index, row: pipe.send(("task", index, row)),
         )
-        pipe.send(("result", run_with_threads(config, commit, cache, weights_dir, threads, hooks)))
+        result = run_with_threads(config, commit, cache, weights_dir, threads, hooks)
+        pipe.send(("result", result, now_ms()))
 
 
 def death_message(exitcode: int | None) -> str:
@@ -198,8 +212,8 @@ class ProcessExecutor:
                         workers += [self._start() for _ in range(self.jobs - len(workers))]
                     for worker in workers:
                         if worker.ready and worker.cell is None and waiting is not None:
-                            worker.cell, worker.hooks = waiting, hooks(waiting)
                             worker.pipe.send((waiting, commit, self.weights_dir, self.threads))
+                            worker.cell, worker.hooks = waiting, hooks(waiting)  # its run opens now
                             waiting = next(source, None)
                     if waiting is None and all(worker.cell is None for worker in workers):
                         return
@@ -221,6 +235,7 @@ class ProcessExecutor:
                 elif kind == "task":
                     worker.hooks.task_ended(message[1], message[2])
                 elif kind == "result":
+                    worker.hooks.ended(message[2])
                     worker.cell, worker.hooks = None, CellHooks()
                     yield message[1]
             if not worker.process.is_alive():
@@ -228,6 +243,7 @@ class ProcessExecutor:
                 worker.pipe.close()
                 workers.remove(worker)
                 if worker.cell is not None:
+                    worker.hooks.ended(now_ms())
                     yield dead_worker_result(worker.cell, commit, self.threads, worker.process.exitcode)
 
     @staticmethod
@@ -337,17 +353,17 @@ class RayExecutor:
             )
             limit = self._in_flight_limit(ray)
             source = iter(cells)
-            running: dict[Any, CellConfig] = {}
+            running: dict[Any, tuple[CellConfig, CellHooks]] = {}
             while True:
                 while len(running) < limit and (config := next(source, None)) is not None:
-                    hooks(config)
                     ref = remote.remote(config, commit, str(self.weights_dir.resolve()), self.threads)
-                    running[ref] = config
+                    running[ref] = (config, hooks(config))
                 if not running:
                     return
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
-                    config = running.pop(ref)
+                    config, cell_hooks = running.pop(ref)
+                    cell_hooks.ended(now_ms())
                     yield self._result(ray, ref, config, commit)
         finally:
             if started_here:

@@ -192,6 +192,7 @@ def tracked_hooks(tracking: GridRun, epoch_bars: EpochBars) -> HookFactory:
         return CellHooks(
             status=epoch_bars.status_for(config),
             task_ended=lambda index, row: tracking.task_ended(digest, index, row),
+            ended=lambda at: tracking.ended(digest, at),
         )
 
     return hooks
@@ -252,12 +253,11 @@ def run_grid(
         with cells_bar, EpochBars(cache, show_progress) as epoch_bars, claims.heartbeat():
             results = runner.run(claims.claimed(pending), commit, tracked_hooks(tracking, epoch_bars))
             for result in chain(results, claims.given_up_results(commit)):
-                end_time = int(time.time() * 1000)
                 digest = result.config_hash
                 epoch_bars.finish(digest)
                 path = write_record(results_dir, result)
                 crash_point("after_record_write", digest)
-                tracking.finish(CellConfig.from_dict(result.config), path, end_time)
+                tracking.finish(CellConfig.from_dict(result.config), path)
                 crash_point("before_lock_release", digest)
                 claims.release(digest)
                 ran += 1

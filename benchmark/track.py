@@ -347,9 +347,12 @@ class ReconcileSummary:
 
 @dataclass
 class CellRun:
-    """A child run the tracker opened, and how many accuracy rows it has logged so far."""
+    """A child run the tracker opened: its cell, whether its params are logged, and how many
+    accuracy rows it has logged so far."""
 
     run_id: str
+    config: CellConfig
+    params_logged: bool = False
     rows_logged: int = 0
 
 
@@ -468,9 +471,8 @@ class MlflowTracker:
         tags: dict[str, str],
         start_time: int | None = None,
     ) -> CellRun:
-        """A child run for a cell that is starting: RUNNING, with its config as params."""
-        from mlflow.entities import Param
-
+        """A child run for a cell that is starting: RUNNING. One insert, nothing more, so that the
+        run's start is the cell's; its params go with its first task row (``log_task``)."""
         run = self.client.create_run(
             self.experiment_id,
             start_time=start_time or now_ms(),
@@ -483,19 +485,30 @@ class MlflowTracker:
                 **tags,
             },
         )
-        run_id = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten("", config.to_dict()).items()]
-        for start in range(0, len(params), BATCH):
-            self.client.log_batch(run_id, params=params[start : start + BATCH])
-        return CellRun(run_id)
+        return CellRun(run.info.run_id, config)
+
+    def _params(self, run: CellRun) -> list[Any]:
+        """The cell's config as params, the first time they are asked for (then none)."""
+        from mlflow.entities import Param
+
+        if run.params_logged:
+            return []
+        run.params_logged = True
+        return [Param(k, v[:6000]) for k, v in flatten("", run.config.to_dict()).items()]
 
     def log_task(self, run: CellRun, index: int, row: Sequence[float]) -> None:
-        """The accuracy row after training task ``index``, as the task ends."""
-        self.client.log_batch(run.run_id, metrics=row_metrics(index, row, now_ms()))
+        """The accuracy row after training task ``index``, as the task ends (with the params, once)."""
+        params = self._params(run)
+        self.client.log_batch(run.run_id, metrics=row_metrics(index, row, now_ms()), params=params[:BATCH])
+        for start in range(BATCH, len(params), BATCH):
+            self.client.log_batch(run.run_id, params=params[start : start + BATCH])
         run.rows_logged = max(run.rows_logged, index + 1)
 
     def finish_cell(self, run: CellRun, record_path: Path, end_time: int) -> None:
         """Everything the written record holds, then FINISHED or FAILED at the cell's end time."""
+        params = self._params(run)
+        for start in range(0, len(params), BATCH):
+            self.client.log_batch(run.run_id, params=params[start : start + BATCH])
         record = json.loads(record_path.read_bytes())
         stamp = now_ms()
         metrics = record_metrics(record, stamp, run.rows_logged)
@@ -638,6 +651,7 @@ class GridRun:
     tags: dict[str, str]  # commit, executor, threads: on the parent and on each child run
     parent: str | None = None
     open_runs: dict[str, CellRun] = field(default_factory=dict)
+    end_times: dict[str, int] = field(default_factory=dict)  # when each cell's computation ended
     reconciled: ReconcileSummary = field(default_factory=ReconcileSummary)
 
     def start(self, grid_file: Path | None) -> None:
@@ -657,12 +671,18 @@ class GridRun:
         with self.tracker.best_effort():
             self.tracker.log_task(self.open_runs[digest], index, row)
 
-    def finish(self, config: CellConfig, record_path: Path, end_time: int) -> None:
+    def ended(self, digest: str, at: int) -> None:
+        """The cell's computation ended at ``at`` (ms since the epoch, where it ran): its run's end."""
+        self.end_times[digest] = at
+
+    def finish(self, config: CellConfig, record_path: Path) -> None:
         """The cell's record is written: its run gets all of it and ends (one is opened if none is)."""
-        if config.config_hash not in self.open_runs:
+        digest = config.config_hash
+        end_time = self.end_times.pop(digest, None) or now_ms()
+        if digest not in self.open_runs:
             self.open(config)
         with self.tracker.best_effort():
-            run = self.open_runs.pop(config.config_hash)
+            run = self.open_runs.pop(digest)
             self.tracker.finish_cell(run, record_path, end_time)
 
     def close(self, status: str, metrics: dict[str, float]) -> None:
