@@ -159,3 +159,30 @@ def test_the_suite_turns_mlflow_telemetry_off_unless_the_user_chose(
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     MlflowTracker("t", f"sqlite:///{tmp_path / 'a.db'}")
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+def test_a_tracking_failure_costs_no_cell_and_the_next_run_fills_mlflow_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmark.track import MlflowTracker
+
+    grid = tmp_path / "tracked.toml"
+    grid.write_text(GRID)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results = tmp_path / "results"
+    args = ["run", str(grid), "--results", str(results), "--tracking-uri", uri, "--no-report",
+            "--no-progress", "--threads", "1"]  # fmt: skip
+
+    def store_gone(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the tracking server went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowTracker, "finish_cell", store_gone)
+        assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: MLflow logging failed") == 1 and "went away" in err
+    assert len(records(results)) == 3  # every cell recorded all the same
+    assert main(args) == 0
+    cells = runs_by_kind(uri)["cell"]
+    assert sorted(r.data.tags["config_hash"] for r in cells) == sorted(records(results))
+    assert {r.info.status for r in cells} == {"FINISHED"}
