@@ -253,9 +253,10 @@ def command_sync_mlflow(args: argparse.Namespace) -> int:
 
 
 def _print_report(results_dir: Path, out_dir: Path) -> dict[str, list[Path]]:
-    from benchmark.results import write_bytes_atomic
+    from benchmark.results import sweep_temp_files, write_bytes_atomic
     from reports.make import make_report
 
+    sweep_temp_files(out_dir)  # what a report killed mid-write left
     written = make_report(results_dir, out_dir)
     # The leaderboard's data also sits beside the records it was made from.
     copies = [results_dir / csv.name for csv in written.get("csv", [])]

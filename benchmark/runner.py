@@ -16,7 +16,7 @@ from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
 from benchmark.crashpoints import crash_point
 from benchmark.errors import UserError
-from benchmark.executors import CellHooks, ExecutorOptions, HookFactory, make_executor
+from benchmark.executors import CellHooks, ExecutorOptions, HookFactory, exit_on_sigterm, make_executor
 from benchmark.grid import Grid
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
@@ -250,7 +250,7 @@ def run_grid(
     tracking.start(grid.path)
     outcome = "FAILED"
     try:
-        with cells_bar, EpochBars(cache, show_progress) as epoch_bars, claims.heartbeat():
+        with exit_on_sigterm(), cells_bar, EpochBars(cache, show_progress) as epoch_bars, claims.heartbeat():
             results = runner.run(claims.claimed(pending), commit, tracked_hooks(tracking, epoch_bars))
             for result in chain(results, claims.given_up_results(commit)):
                 digest = result.config_hash

@@ -555,10 +555,13 @@ class MlflowTracker:
         """Bring the runs of ``results_dir``'s cells in line with its records (module docstring)."""
         summary = ReconcileSummary()
         where = str(results_dir.resolve())
+        runs = self.runs()
+        # After the runs are listed: a run opens only once its cell's lock is taken, so a cell
+        # whose run is listed RUNNING by a live run is seen held here.
         statuses = recorded_statuses(results_dir)
         held = live_locks(results_dir)
         by_cell: dict[str, list[Any]] = {}
-        for run in self.runs():
+        for run in runs:
             tags = run.data.tags
             if tags.get(KIND_TAG) == "grid" and tags.get(RESULTS_TAG) == where:
                 summary.killed_grids += self._end_dead_grid_run(run)

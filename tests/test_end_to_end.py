@@ -75,8 +75,10 @@ def test_mlflow_has_one_run_per_cell(smoke_run: dict[str, Path]) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run['db']}")
     experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id])
+    found = client.search_runs([experiment.experiment_id])
+    runs = [r for r in found if r.data.tags["benchmark.kind"] == "cell"]
     assert len(runs) == len(load_grid(GRIDS / "smoke.toml").cells)
+    assert [r.data.tags["benchmark.kind"] for r in found if r not in runs] == ["grid"]  # their parent
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert "final_average_accuracy" in run.data.metrics
