@@ -555,13 +555,13 @@ class MlflowTracker:
         """Bring the runs of ``results_dir``'s cells in line with its records (module docstring)."""
         summary = ReconcileSummary()
         where = str(results_dir.resolve())
-        runs = self.runs()
+        listed = self.runs()
         # After the runs are listed: a run opens only once its cell's lock is taken, so a cell
         # whose run is listed RUNNING by a live run is seen held here.
         statuses = recorded_statuses(results_dir)
         held = live_locks(results_dir)
         by_cell: dict[str, list[Any]] = {}
-        for run in runs:
+        for run in listed:
             tags = run.data.tags
             if tags.get(KIND_TAG) == "grid" and tags.get(RESULTS_TAG) == where:
                 summary.killed_grids += self._end_dead_grid_run(run)
@@ -599,12 +599,17 @@ class MlflowTracker:
         return summary
 
     def _rebuild(self, path: Path, results_dir: Path, varying: Sequence[str], earlier: list[Any]) -> str:
-        """A complete run from a record; it starts when the cell's last run started (if one did)."""
+        """A complete run from a record. It starts when the attempt that wrote the record started
+        (a run left RUNNING before the record was written), else ``wall_seconds`` before the
+        record was written, and ends when the record was written."""
         record = json.loads(path.read_bytes())
         config = CellConfig.from_dict(record["config"])
         written = int(path.stat().st_mtime * 1000)
-        started = earlier[-1].info.start_time if earlier else None
-        start_time = started or written - int(1000 * float(record.get("wall_seconds") or 0.0))
+        attempts = [r.info.start_time for r in earlier if r.info.status == "RUNNING" and r.info.start_time]
+        attempts = [start for start in attempts if start <= written]
+        start_time = (
+            attempts[-1] if attempts else written - int(1000 * float(record.get("wall_seconds") or 0.0))
+        )
         run = self.open_cell(
             config,
             results_dir,

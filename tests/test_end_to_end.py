@@ -85,7 +85,7 @@ def test_mlflow_has_one_run_per_cell(smoke_run: dict[str, Path]) -> None:
     assert run.data.params["task"] == "split-shapes"
     history = client.get_metric_history(run.info.run_id, "accuracy_seen_tasks")
     assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "record")]
     assert any(path.endswith(".json") for path in artifacts)
     masked = [r for r in runs if r.data.params.get("train.replay") == "mask"]
     assert len(masked) == 1 and "partial_random_t0.25" in masked[0].data.metrics
