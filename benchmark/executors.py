@@ -6,7 +6,7 @@ the tracking store. An executor pulls cells from the iterable it is given only
 when it has room to start one, so the runner can claim each cell just before
 it starts (see ``results.try_claim``), and calls the runner's hook factory when
 the cell starts (the driver opens the cell's MLflow run then); the cell's
-progress and each task's accuracy row come back through those hooks, from a
+progress and each task's validation row come back through those hooks, from a
 worker over its pipe.
 
 A worker process that dies under a cell (an OOM kill, a segfault, ``os._exit``)
@@ -37,9 +37,10 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import run_cell
 from benchmark.config import CellConfig
 from benchmark.errors import UserError
+from benchmark.learner import TaskCache
 from benchmark.results import FAILED, CellResult
 from benchmark.worker import main as worker_main
 
@@ -50,7 +51,7 @@ def _no_status(message: str, advance: int) -> None:
     pass
 
 
-def _no_task(index: int, row: list[float]) -> None:
+def _no_task(candidate: int, index: int, row: list[float]) -> None:
     pass
 
 
@@ -64,11 +65,11 @@ def now_ms() -> int:
 
 @dataclass(frozen=True)
 class CellHooks:
-    """What a running cell reports to the driver: its progress, each task's accuracy row as it
-    ends, and when its computation ended (ms since the epoch, taken where it ran)."""
+    """What a running cell reports to the driver: its progress, each task's validation row as it
+    ends (``cell.TaskHook``), and when its computation ended (ms since the epoch, where it ran)."""
 
     status: Callable[[str, int], None] = _no_status
-    task_ended: Callable[[int, list[float]], None] = _no_task
+    task_ended: Callable[[int, int, list[float]], None] = _no_task
     ended: Callable[[int], None] = _no_end
 
 
@@ -156,7 +157,7 @@ def serve_cells(pipe: connection.Connection) -> None:
         config, commit, weights_dir, threads = job
         hooks = CellHooks(
             status=lambda message, advance: pipe.send(("status", message, advance)),
-            task_ended=lambda index, row: pipe.send(("task", index, row)),
+            task_ended=lambda candidate, index, row: pipe.send(("task", candidate, index, row)),
         )
         result = run_with_threads(config, commit, cache, weights_dir, threads, hooks)
         pipe.send(("result", result, now_ms()))
@@ -233,7 +234,7 @@ class ProcessExecutor:
                 elif kind == "status":
                     worker.hooks.status(message[1], message[2])
                 elif kind == "task":
-                    worker.hooks.task_ended(message[1], message[2])
+                    worker.hooks.task_ended(message[1], message[2], message[3])
                 elif kind == "result":
                     worker.hooks.ended(message[2])
                     worker.cell, worker.hooks = None, CellHooks()

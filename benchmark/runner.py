@@ -12,12 +12,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
 from benchmark.crashpoints import crash_point
 from benchmark.errors import UserError
 from benchmark.executors import CellHooks, ExecutorOptions, HookFactory, exit_on_sigterm, make_executor
 from benchmark.grid import Grid
+from benchmark.learner import TaskCache, total_epochs
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
 from benchmark.provenance import suite_commit
@@ -183,7 +183,7 @@ def write_record(results_dir: Path, result: CellResult) -> Path:
 
 def tracked_hooks(tracking: GridRun, epoch_bars: EpochBars) -> HookFactory:
     """Hooks for each cell as it starts: its MLflow run opens, progress goes to its bar and each
-    task's accuracy row to its run."""
+    task's validation row to its run."""
 
     def hooks(config: CellConfig) -> CellHooks:
         digest = config.config_hash
@@ -191,7 +191,7 @@ def tracked_hooks(tracking: GridRun, epoch_bars: EpochBars) -> HookFactory:
         crash_point("after_run_opened", digest)
         return CellHooks(
             status=epoch_bars.status_for(config),
-            task_ended=lambda index, row: tracking.task_ended(digest, index, row),
+            task_ended=lambda candidate, index, row: tracking.task_ended(digest, candidate, index, row),
             ended=lambda at: tracking.ended(digest, at),
         )
 
@@ -328,7 +328,7 @@ class EpochBars:
         used = {bar.pos for bar in self.bars.values()}
         position = next(p for p in range(1, len(self.bars) + 2) if p not in used and -p not in used)
         bar = tqdm(
-            total=len(stream.experiences) * epochs_for(config, stream),
+            total=total_epochs(config, stream),
             desc=f"{config.task} {config.method}",
             unit="epoch",
             leave=False,

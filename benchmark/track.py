@@ -11,8 +11,9 @@ their progress to it):
 
 - ``start_grid``: a parent run for the grid run (its commit, versions, executor, threads).
 - ``open_cell``: a child run (RUNNING) when the cell is dispatched, with its config as params.
-- ``log_task``: the accuracy row of each task as it ends (step = task index).
-- ``finish_cell``: after the record is written: final metrics, memory per task, tags (commit,
+- ``log_task``: the validation row of each task as it ends (step = task index; protocol 2).
+- ``finish_cell``: after the record is written: the test accuracy matrix (sealed until the
+  cell's end), final metrics, memory per task, tags (commit,
   versions, threads, device, record digest), the record and an accuracy-matrix figure as
   artifacts, then FINISHED or FAILED with the cell's real end time.
 - ``reconcile``: records are the truth. At the start of every run (and by ``sync-mlflow``)
@@ -157,24 +158,28 @@ def accuracy_figure(matrix: list[list[float]], title: str, path: Path) -> Path:
 # --- Metrics of a record -------------------------------------------------------------------------------
 
 
-def row_metrics(index: int, row: Sequence[float], timestamp: int) -> list[Any]:
-    """The metrics of one row of the accuracy matrix (after training task ``index``), at step ``index``."""
+def row_metrics(name: str, index: int, row: Sequence[float], timestamp: int) -> list[Any]:
+    """One row of a matrix (after training task ``index``) at step ``index``: ``{name}_task_j`` for
+    each task j and ``{name}_seen_tasks``, the mean over the tasks trained so far."""
     from mlflow.entities import Metric
 
     seen = row[: index + 1]
-    metrics = [Metric("accuracy_seen_tasks", float(sum(seen) / len(seen)), timestamp, index)]
-    metrics.extend(Metric(f"accuracy_task_{j + 1}", float(v), timestamp, index) for j, v in enumerate(row))
+    metrics = [Metric(f"{name}_seen_tasks", float(sum(seen) / len(seen)), timestamp, index)]
+    metrics.extend(Metric(f"{name}_task_{j + 1}", float(v), timestamp, index) for j, v in enumerate(row))
     return metrics
 
 
-def record_metrics(record: dict[str, Any], timestamp: int, rows_logged: int) -> list[Any]:
-    """Every metric of a record but the accuracy rows already logged live (``rows_logged``)."""
+def record_metrics(record: dict[str, Any], timestamp: int, validation_rows_logged: int) -> list[Any]:
+    """Every metric of a record: its test rows (``accuracy_*``, opened only at the cell's end) and
+    the validation rows not already logged as their tasks ended (``validation_*``)."""
     from mlflow.entities import Metric
 
     metrics = []
     for index, row in enumerate(record.get("accuracy_matrix") or []):
-        if index >= rows_logged:
-            metrics.extend(row_metrics(index, row, timestamp))
+        metrics.extend(row_metrics("accuracy", index, row, timestamp))
+    for index, row in enumerate(record.get("validation_matrix") or []):
+        if index >= validation_rows_logged:
+            metrics.extend(row_metrics("validation", index, row, timestamp))
     finals: dict[str, Any] = {
         key: record.get(key)
         for key in (
@@ -347,13 +352,11 @@ class ReconcileSummary:
 
 @dataclass
 class CellRun:
-    """A child run the tracker opened: its cell, whether its params are logged, and how many
-    accuracy rows it has logged so far."""
+    """A child run the tracker opened: its cell, and how many validation rows it has logged so far."""
 
     run_id: str
     config: CellConfig
-    params_logged: bool = False
-    rows_logged: int = 0
+    validation_rows_logged: int = 0  # of the (chosen) run's validation matrix
 
 
 @dataclass
@@ -471,11 +474,14 @@ class MlflowTracker:
         tags: dict[str, str],
         start_time: int | None = None,
     ) -> CellRun:
-        """A child run for a cell that is starting: RUNNING. One insert, nothing more, so that the
-        run's start is the cell's; its params go with its first task row (``log_task``)."""
+        """A child run for a cell that is starting: RUNNING, its config as params. Its start is
+        taken before anything is written, so its duration is the cell's (the record's wall time)."""
+        from mlflow.entities import Param
+
+        start_time = start_time or now_ms()
         run = self.client.create_run(
             self.experiment_id,
-            start_time=start_time or now_ms(),
+            start_time=start_time,
             run_name=run_name,
             tags={
                 KIND_TAG: "cell",
@@ -485,33 +491,25 @@ class MlflowTracker:
                 **tags,
             },
         )
+        params = [Param(k, v[:6000]) for k, v in flatten("", config.to_dict()).items()]
+        for first in range(0, len(params), BATCH):
+            self.client.log_batch(run.info.run_id, params=params[first : first + BATCH])
         return CellRun(run.info.run_id, config)
 
-    def _params(self, run: CellRun) -> list[Any]:
-        """The cell's config as params, the first time they are asked for (then none)."""
-        from mlflow.entities import Param
-
-        if run.params_logged:
-            return []
-        run.params_logged = True
-        return [Param(k, v[:6000]) for k, v in flatten("", run.config.to_dict()).items()]
-
-    def log_task(self, run: CellRun, index: int, row: Sequence[float]) -> None:
-        """The accuracy row after training task ``index``, as the task ends (with the params, once)."""
-        params = self._params(run)
-        self.client.log_batch(run.run_id, metrics=row_metrics(index, row, now_ms()), params=params[:BATCH])
-        for start in range(BATCH, len(params), BATCH):
-            self.client.log_batch(run.run_id, params=params[start : start + BATCH])
-        run.rows_logged = max(run.rows_logged, index + 1)
+    def log_task(self, run: CellRun, candidate: int, index: int, row: Sequence[float]) -> None:
+        """The validation row after training task ``index``, as the task ends: ``validation_*``, or
+        ``candidate_N_validation_*`` for each candidate of a ``[tune]`` search."""
+        tuned = len(run.config.candidates()) > 1
+        name = f"candidate_{candidate + 1}_validation" if tuned else "validation"
+        self.client.log_batch(run.run_id, metrics=row_metrics(name, index, row, now_ms()))
+        if not tuned:
+            run.validation_rows_logged = max(run.validation_rows_logged, index + 1)
 
     def finish_cell(self, run: CellRun, record_path: Path, end_time: int) -> None:
         """Everything the written record holds, then FINISHED or FAILED at the cell's end time."""
-        params = self._params(run)
-        for start in range(0, len(params), BATCH):
-            self.client.log_batch(run.run_id, params=params[start : start + BATCH])
         record = json.loads(record_path.read_bytes())
         stamp = now_ms()
-        metrics = record_metrics(record, stamp, run.rows_logged)
+        metrics = record_metrics(record, stamp, run.validation_rows_logged)
         tags = record_tags(record, record_digest(record_path))
         from mlflow.entities import RunTag
 
@@ -675,9 +673,9 @@ class GridRun:
             run = self.tracker.open_cell(config, self.results_dir, self.parent, name, self.tags)
             self.open_runs[config.config_hash] = run
 
-    def task_ended(self, digest: str, index: int, row: list[float]) -> None:
+    def task_ended(self, digest: str, candidate: int, index: int, row: list[float]) -> None:
         with self.tracker.best_effort():
-            self.tracker.log_task(self.open_runs[digest], index, row)
+            self.tracker.log_task(self.open_runs[digest], candidate, index, row)
 
     def ended(self, digest: str, at: int) -> None:
         """The cell's computation ended at ``at`` (ms since the epoch, where it ran): its run's end."""
