@@ -4,9 +4,11 @@ The invariants after the rerun (README, "Running at scale"): every cell recorded
 every record valid and filed under its own hash; MLflow holds exactly one FINISHED run per cell,
 carrying its record's digest, and no RUNNING run; no lock, no temporary file, no process left.
 
-The killed run is a fork of this test process running the CLI's ``main`` with
-``BENCHMARK_CRASH_AT`` set (``benchmark.crashpoints``): it SIGKILLs itself at the point, as an
-OOM kill or ``kill -9`` would, without paying an interpreter start and the torch import.
+The killed run is a child process running the CLI's ``main`` with ``BENCHMARK_CRASH_AT`` set
+(``benchmark.crashpoints``): it SIGKILLs itself at the point, as an OOM kill or ``kill -9``
+would. Children fork from a fork server that has imported the suite once (not from this test
+process, whose threads and open stores a fork would copy mid-flight), so none pays an
+interpreter start and the torch import.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ train_per_class = 8
 test_per_class = 4
 """
 KILLED = -signal.SIGKILL  # a multiprocessing child's exit code when SIGKILL ended it
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(["benchmark.cli", "benchmark.runner", "benchmark.track", "mlflow.tracking"])
 
 
 def _run_main(argv: Sequence[str], env: dict[str, str]) -> None:
@@ -53,8 +57,8 @@ def _run_main(argv: Sequence[str], env: dict[str, str]) -> None:
 
 
 def run_forked(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 300) -> int | None:
-    """``python -m benchmark ARGV`` in a fork of this process with ``env`` added; its exit code."""
-    child = multiprocessing.get_context("fork").Process(target=_run_main, args=(argv, env or {}))
+    """``python -m benchmark ARGV`` in a fresh fork with ``env`` added; its exit code."""
+    child = FORKS.Process(target=_run_main, args=(argv, env or {}))
     child.start()
     child.join(timeout)
     if child.is_alive():
@@ -174,6 +178,7 @@ def test_a_kill_at_any_point_then_a_rerun_loses_and_leaves_nothing(
     space.check_invariants()
 
 
+@pytest.mark.slow  # a new store's migration, or worker processes to start
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_first_run_stopped_midway_through_the_store_migration_leaves_no_broken_store(
     tmp_path: Path, how: str
@@ -186,13 +191,14 @@ def test_a_first_run_stopped_midway_through_the_store_migration_leaves_no_broken
     space.check_invariants()
 
 
+@pytest.mark.slow  # a new store's migration, or worker processes to start
 def test_a_store_broken_by_an_older_version_is_refused_with_how_to_repair_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What an interrupted first contact used to leave (MLflow's migrations run in place)."""
     space = Workspace(tmp_path)
     space.store.mkdir()
-    broken = multiprocessing.get_context("fork").Process(target=_half_migrate, args=(space.uri,))
+    broken = FORKS.Process(target=_half_migrate, args=(space.uri,))
     broken.start()
     broken.join(120)
     assert broken.exitcode == 9 and space.db.exists()
@@ -226,6 +232,7 @@ def record_of(space: Workspace, method: str) -> tuple[str, dict]:
     return digest, json.loads((space.cells / f"{digest}.json").read_bytes())
 
 
+@pytest.mark.slow  # a new store's migration, or worker processes to start
 def test_a_cell_that_kills_its_worker_fails_alone_and_a_retry_runs_it(
     tmp_path: Path, migrated_store: Path
 ) -> None:
