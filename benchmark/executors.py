@@ -163,14 +163,19 @@ def serve_cells(pipe: connection.Connection) -> None:
         pipe.send(("result", result, now_ms()))
 
 
-def death_message(exitcode: int | None) -> str:
-    """How a worker ended, for the failed record of the cell it was running."""
+def process_end(exitcode: int | None) -> str:
+    """How a process ended: ``was killed by SIGKILL (...)`` or ``exited with status 3``."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
-        how = f"was killed by {name}" + (" (out of memory, or a kill)" if name == "SIGKILL" else "")
-    else:
-        how = f"exited with status {exitcode}"
-    return f"WorkerDied: the worker process running this cell {how}; --retry-failed reruns it"
+        return f"was killed by {name}" + (" (out of memory, or a kill)" if name == "SIGKILL" else "")
+    return f"exited with status {exitcode}"
+
+
+def death_message(exitcode: int | None) -> str:
+    """The error of the failed record of a cell whose worker died under it."""
+    return (
+        f"WorkerDied: the worker process running this cell {process_end(exitcode)}; --retry-failed reruns it"
+    )
 
 
 @dataclass
@@ -243,6 +248,11 @@ class ProcessExecutor:
                 worker.process.join()
                 worker.pipe.close()
                 workers.remove(worker)
+                if not worker.ready:  # it died starting up: a broken environment, not a cell
+                    raise UserError(
+                        f"a worker process {process_end(worker.process.exitcode)} as it started: "
+                        "run with --jobs 1 to see why"
+                    )
                 if worker.cell is not None:
                     worker.hooks.ended(now_ms())
                     yield dead_worker_result(worker.cell, commit, self.threads, worker.process.exitcode)
