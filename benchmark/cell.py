@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ import torch
 from benchmark.cell_data import EvalSplit, ExperienceTensors, stream_data
 from benchmark.config import AUTO, CellConfig
 from benchmark.contracts import TokenBatch
+from benchmark.crashpoints import crash_point
 from benchmark.diagnostics import diagnostic_fraction, shortcut_row
 from benchmark.learner import (
     CellEntries,
@@ -50,6 +51,10 @@ from benchmark.results import FAILED, FINISHED, CellResult
 from benchmark.task_memory import StoredTask, store_task_memory
 from benchmark.train import seeded_generator
 
+# (candidate number from 0, task index, the validation row after training that task): what the
+# driver logs to MLflow as each task ends; the test rows come with the record (test data is sealed).
+TaskHook = Callable[[int, int, list[float]], None]
+
 TRAINING_STREAM = 1  # seeded_generator stream of training (batch order, input dropout, replay draws)
 VALIDATION_STREAM = 8  # np.random.default_rng([seed, 8]): the validation slices (protocol 2)
 
@@ -60,11 +65,16 @@ def run_cell(
     cache: TaskCache | None = None,
     weights_dir: Path = WEIGHTS_DIR,
     on_status: StatusHook | None = None,
+    on_task: TaskHook | None = None,
 ) -> CellResult:
-    """Run one cell; any exception becomes a ``failed`` record with the error, never a crash."""
+    """Run one cell; any exception becomes a ``failed`` record with the error, never a crash.
+
+    ``on_status`` hears what the cell is doing, ``on_task`` each task's validation row as the
+    task ends (the driver logs it to MLflow); the cell runner itself knows nothing of tracking.
+    """
     started = time.perf_counter()
     try:
-        return _run_cell(config, commit, cache or TaskCache(), weights_dir, on_status, started)
+        return _run_cell(config, commit, cache or TaskCache(), weights_dir, on_status, on_task, started)
     except Exception as error:  # a failed cell is data: record it and let the grid go on
         return CellResult(
             config=config.to_dict(),
@@ -82,6 +92,7 @@ def _run_cell(
     cache: TaskCache,
     weights_dir: Path,
     on_status: StatusHook | None,
+    on_task: TaskHook | None,
     started: float,
 ) -> CellResult:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
@@ -95,8 +106,16 @@ def _run_cell(
     runs = []
     for number, candidate in enumerate(candidates, 1):
         prefix = f"candidate {number}/{len(candidates)} " if len(candidates) > 1 else ""
+        task_hook = None if on_task is None else (lambda i, row, n=number - 1: on_task(n, i, row))
         runs.append(
-            train_stream(candidate, entries, data.tasks, weights_dir, lambda m, a, p=prefix: status(p + m, a))
+            train_stream(
+                candidate,
+                entries,
+                data.tasks,
+                weights_dir,
+                lambda m, a, p=prefix: status(p + m, a),
+                task_hook,
+            )
         )
     chosen = choose_on_validation(runs)
     status("testing", 0)
@@ -138,6 +157,7 @@ def train_stream(
     tasks: list[ExperienceTensors],
     weights_dir: Path,
     status: StatusHook,
+    on_task: Callable[[int, list[float]], None] | None = None,
 ) -> StreamRun:
     """Train on the tasks in order, storing each finished task's memory; test data is never read."""
     learner = build_learner(config, entries, weights_dir)
@@ -159,11 +179,15 @@ def train_stream(
         run.snapshots.append(learner.snapshot())
         if all(split is not None for split in validation):
             run.validation_matrix.append(_scores(entries, learner, validation))  # type: ignore[arg-type]
+            if on_task is not None:
+                on_task(index, run.validation_matrix[-1])
+        crash_point("after_task", config.config_hash)
         if not selector.uses_memory or index == count - 1:
             continue  # the last task's memory would never be replayed
         with run.timed("selection"):
             status(f"task {index + 1}/{count} selecting memory", 0)
             run.stored.append(store_task_memory(learner, entries, run.memory, current, index, config))
+        crash_point("after_selection", config.config_hash)
     return run
 
 

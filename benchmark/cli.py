@@ -1,4 +1,5 @@
-"""Command line: python -m benchmark list | run GRID | reproduce GRID | report | show CELL | pretrain.
+"""Command line: python -m benchmark list | run GRID | reproduce GRID | report | show CELL | pretrain
+| sync-mlflow.
 
 A bad name, a malformed grid, a missing data path or an impossible budget ends
 with a one-line message and exit status 2, never a traceback. A grid whose
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from benchmark.executors import ExecutorOptions
     from benchmark.grid import Grid
     from benchmark.runner import GridSummary
-    from benchmark.track import MlflowTracker
+    from benchmark.track import MlflowTracker, ReconcileSummary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GRIDS_DIR = REPO_ROOT / "grids"
@@ -112,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<grid name>)")
     report.set_defaults(handler=command_report)
+
+    sync = commands.add_parser(
+        "sync-mlflow",
+        help="fill an MLflow store from cell records (idempotent: no duplicates)",
+        parents=common,
+    )
+    sync.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="a results root or one grid's (default: results)",
+    )
+    sync.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    sync.set_defaults(handler=command_sync_mlflow)
 
     show = commands.add_parser(
         "show", help="print one cell record (a hash, a prefix of one, or a path)", parents=common
@@ -216,7 +233,10 @@ def command_run(args: argparse.Namespace) -> int:
     )
     _log_summary(summary, tracker, grid.name)
     if not args.no_report:
-        _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
+        written = _print_report(summary.results_dir, args.report_dir or REPO_ROOT / "reports" / grid.name)
+        if summary.parent_run_id is not None:
+            with tracker.best_effort():
+                tracker.log_files(summary.parent_run_id, (p for paths in written.values() for p in paths))
     for line in summary.failed:
         logger.error("failed: %s", line)
     return EXIT_CELLS_FAILED if summary.failed or summary.skipped_failed else 0
@@ -287,12 +307,7 @@ def _log_summary(summary: GridSummary, tracker: MlflowTracker, grid: str) -> Non
         len(summary.failed),
         summary.seconds,
     )
-    if summary.running_elsewhere:
-        logger.info(
-            "%d cells are running in another run (their cells/<hash>.lock is held by a live process): "
-            "its records land in the same results directory",
-            summary.running_elsewhere,
-        )
+    _log_held_elsewhere(summary.held_elsewhere)
     if summary.skipped_failed:
         logger.info(
             "%d cells recorded as failed were skipped: rerun them with --retry-failed", summary.skipped_failed
@@ -304,6 +319,7 @@ def _log_summary(summary: GridSummary, tracker: MlflowTracker, grid: str) -> Non
         grid,
         tracker.tracking_uri,
     )
+    _log_reconciled(summary.reconciled)
 
 
 def add_reproduce_parser(commands: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -355,7 +371,6 @@ def add_reproduce_parser(commands: argparse._SubParsersAction, common: list[argp
 def command_reproduce(args: argparse.Namespace) -> int:
     """Run the grid's cells into a run directory, report them there, compare with the reference."""
     from benchmark.grid import load_grid
-    from benchmark.plan import read_record
     from benchmark.reproduce import (
         RunDir,
         latest_run_dir,
@@ -364,6 +379,7 @@ def command_reproduce(args: argparse.Namespace) -> int:
         reference_threads,
         sample_cells,
     )
+    from benchmark.results import valid_record
     from benchmark.runner import run_grid
     from benchmark.track import MlflowTracker
     from reports.reproduction import compare, table, verdict, write_reproduction
@@ -406,7 +422,7 @@ def command_reproduce(args: argparse.Namespace) -> int:
     _log_summary(summary, tracker, grid.name)
     if not args.no_report:
         _print_report(summary.results_dir, run_dir.report)
-    reproduced = [read_record(summary.results_dir, cell.config_hash) for cell in cells]
+    reproduced = [valid_record(summary.results_dir, cell.config_hash) for cell in cells]
     frame = compare(reference, [record for record in reproduced if record is not None])
     reproduced_ok, line = verdict(frame)
     written = write_reproduction(frame, line, run_dir.root)
@@ -422,10 +438,50 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(results_dir: Path, out_dir: Path) -> None:
-    from benchmark.results import write_bytes_atomic
+def _log_held_elsewhere(locks: list[str]) -> None:
+    """Name the live locks that kept this run off cells, so that a user can judge them."""
+    if not locks:
+        return
+    logger.info(
+        "%d cells are running in another run (a live process holds their lock; its records land in the "
+        "same results directory): %s%s",
+        len(locks),
+        "; ".join(locks[:3]),
+        " …" if len(locks) > 3 else "",
+    )
+    logger.info(
+        "  if that run is gone, delete its lock; a lock from another host is taken over once its "
+        "heartbeat is 10 minutes old"
+    )
+
+
+def _log_reconciled(reconciled: ReconcileSummary | None) -> None:
+    if reconciled is not None and (reconciled.created or reconciled.deleted or reconciled.killed_grids):
+        logger.info(
+            "MLflow brought in line with the records: %d runs filled from records, %d stale runs removed, "
+            "%d dead grid runs marked KILLED",
+            reconciled.created,
+            reconciled.deleted,
+            reconciled.killed_grids,
+        )
+
+
+def command_sync_mlflow(args: argparse.Namespace) -> int:
+    from benchmark.track import sync_results
+
+    for folder, summary in sync_results(args.results, args.tracking_uri).items():
+        print(
+            f"{folder}: {summary.created} runs filled from records, {summary.deleted} stale runs removed, "
+            f"{summary.killed_grids} dead grid runs marked KILLED"
+        )
+    return 0
+
+
+def _print_report(results_dir: Path, out_dir: Path) -> dict[str, list[Path]]:
+    from benchmark.results import sweep_temp_files, write_bytes_atomic
     from reports.make import make_report
 
+    sweep_temp_files(out_dir)  # what a report killed mid-write left
     written = make_report(results_dir, out_dir)
     # The leaderboard's data also sits beside the records it was made from.
     copies = [results_dir / csv.name for csv in written.get("csv", [])]
@@ -435,6 +491,7 @@ def _print_report(results_dir: Path, out_dir: Path) -> None:
     for kind, paths in written.items():
         for path in paths:
             logger.info("%s: %s", kind, path)
+    return written
 
 
 def command_show(args: argparse.Namespace) -> int:

@@ -4,7 +4,15 @@ Executors only run ``run_cell`` and hand records back; the driver (``runner``)
 writes every record and talks to MLflow, so workers never race on files or on
 the tracking store. An executor pulls cells from the iterable it is given only
 when it has room to start one, so the runner can claim each cell just before
-it starts (see ``results.claim_cell``).
+it starts (see ``results.try_claim``), and calls the runner's hook factory when
+the cell starts (the driver opens the cell's MLflow run then); the cell's
+progress and each task's validation row come back through those hooks, from a
+worker over its pipe.
+
+A worker process that dies under a cell (an OOM kill, a segfault, ``os._exit``)
+costs that cell alone: it is recorded as failed with how the worker ended, a
+new worker takes the dead one's place, and the other cells go on. Workers end
+themselves when their driver dies (even by SIGKILL), so none is left behind.
 
 Thread counts change float results (the order of reductions), so every executor
 sets ``torch.set_num_threads`` for each cell from an explicit ``threads`` value
@@ -16,16 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
-from dataclasses import dataclass
-from multiprocessing import get_context
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from multiprocessing import connection, get_context
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -34,13 +42,42 @@ from benchmark.config import CellConfig
 from benchmark.errors import UserError
 from benchmark.learner import TaskCache
 from benchmark.results import FAILED, CellResult
+from benchmark.worker import main as worker_main
 
-StatusFactory = Callable[[CellConfig], Callable[[str, int], None]]
 RAY_INSTALL_HINT = "pip install core-tokenset-bench[ray]"
 
 
+def _no_status(message: str, advance: int) -> None:
+    pass
+
+
+def _no_task(candidate: int, index: int, row: list[float]) -> None:
+    pass
+
+
+def _no_end(at: int) -> None:
+    pass
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class CellHooks:
+    """What a running cell reports to the driver: its progress, each task's validation row as it
+    ends (``cell.TaskHook``), and when its computation ended (ms since the epoch, where it ran)."""
+
+    status: Callable[[str, int], None] = _no_status
+    task_ended: Callable[[int, int, list[float]], None] = _no_task
+    ended: Callable[[int], None] = _no_end
+
+
+HookFactory = Callable[[CellConfig], CellHooks]  # called as the cell starts; the driver opens its run then
+
+
 class Executor(Protocol):
-    def run(self, cells: Iterable[CellConfig], commit: str, status: StatusFactory) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellConfig], commit: str, hooks: HookFactory) -> Iterator[CellResult]:
         """Run the cells pulled from ``cells``; yield each one's result as it ends."""
         ...
 
@@ -67,13 +104,14 @@ def run_with_threads(
     cache: TaskCache,
     weights_dir: Path,
     threads: int,
-    on_status: Callable[[str, int], None] | None = None,
+    hooks: CellHooks | None = None,
 ) -> CellResult:
     """``run_cell`` at exactly ``threads`` intra-op threads (restored after), recorded in provenance."""
+    hooks = hooks or CellHooks()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = run_cell(config, commit, cache, weights_dir, on_status)
+        result = run_cell(config, commit, cache, weights_dir, hooks.status, hooks.task_ended)
     finally:
         torch.set_num_threads(before)
     return with_threads(result, threads)
@@ -83,33 +121,72 @@ def run_with_threads(
 class LocalExecutor:
     """Sequential, in this process; the task cache is shared by every cell."""
 
+    in_process: ClassVar[bool] = True  # a cell that kills its process kills the run (results: deaths)
     cache: TaskCache
     weights_dir: Path
     threads: int
 
-    def run(self, cells: Iterable[CellConfig], commit: str, status: StatusFactory) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellConfig], commit: str, hooks: HookFactory) -> Iterator[CellResult]:
         for config in cells:
-            yield run_with_threads(config, commit, self.cache, self.weights_dir, self.threads, status(config))
+            cell_hooks = hooks(config)
+            result = run_with_threads(config, commit, self.cache, self.weights_dir, self.threads, cell_hooks)
+            cell_hooks.ended(now_ms())
+            yield result
 
 
-# Per worker process: a task cache and the queue that carries progress to the driver.
-# The pool's initializer fills it once; cells only read it.
-_worker_state: dict[str, Any] = {}
+# --- Worker processes --------------------------------------------------------------------------------------
+#
+# Not concurrent.futures: one worker that dies breaks a ProcessPoolExecutor for good (every cell in
+# flight is lost with it, and every rerun repeats that), and a multiprocessing.Pool waits forever on a
+# task whose worker died. Here each worker has a pipe of its own, so the driver knows which cell each
+# one runs and what became of it.
 
 
-def _init_worker(progress: Any) -> None:
-    _worker_state["cache"] = TaskCache()
-    _worker_state["progress"] = progress
+def serve_cells(pipe: connection.Connection) -> None:
+    """A worker's loop (``benchmark.worker``): run each cell the driver sends, reporting progress,
+    task rows and the result over ``pipe``; leave when the driver says so or is gone."""
+    cache = TaskCache()
+    pipe.send(("ready",))
+    while True:
+        try:
+            job = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        config, commit, weights_dir, threads = job
+        hooks = CellHooks(
+            status=lambda message, advance: pipe.send(("status", message, advance)),
+            task_ended=lambda candidate, index, row: pipe.send(("task", candidate, index, row)),
+        )
+        result = run_with_threads(config, commit, cache, weights_dir, threads, hooks)
+        pipe.send(("result", result, now_ms()))
 
 
-def _run_in_worker(config: CellConfig, commit: str, weights_dir: Path, threads: int) -> CellResult:
-    progress = _worker_state["progress"]
-    digest = config.config_hash
+def process_end(exitcode: int | None) -> str:
+    """How a process ended: ``was killed by SIGKILL (...)`` or ``exited with status 3``."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        return f"was killed by {name}" + (" (out of memory, or a kill)" if name == "SIGKILL" else "")
+    return f"exited with status {exitcode}"
 
-    def on_status(message: str, advance: int) -> None:
-        progress.put((digest, message, advance))
 
-    return run_with_threads(config, commit, _worker_state["cache"], weights_dir, threads, on_status)
+def death_message(exitcode: int | None) -> str:
+    """The error of the failed record of a cell whose worker died under it."""
+    return (
+        f"WorkerDied: the worker process running this cell {process_end(exitcode)}; --retry-failed reruns it"
+    )
+
+
+@dataclass
+class Worker:
+    """One worker process, its pipe, and the cell it runs (with that cell's hooks)."""
+
+    process: BaseProcess
+    pipe: connection.Connection
+    ready: bool = False
+    cell: CellConfig | None = None
+    hooks: CellHooks = field(default_factory=CellHooks)
 
 
 @dataclass(frozen=True)
@@ -120,40 +197,91 @@ class ProcessExecutor:
     weights_dir: Path
     threads: int
 
-    def run(self, cells: Iterable[CellConfig], commit: str, status: StatusFactory) -> Iterator[CellResult]:
+    def _start(self) -> Worker:
         context = get_context("spawn")
-        by_hash: dict[str, CellConfig] = {}
-        hooks: dict[str, Callable[[str, int], None]] = {}
+        ours, theirs = context.Pipe()
+        process = context.Process(target=worker_main, args=(theirs, os.getpid()), daemon=True)
+        process.start()
+        theirs.close()
+        return Worker(process, ours)
+
+    def run(self, cells: Iterable[CellConfig], commit: str, hooks: HookFactory) -> Iterator[CellResult]:
         source = iter(cells)
-        with context.Manager() as manager, exit_on_sigterm():
-            progress = manager.Queue()
-            with ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=context, initializer=_init_worker, initargs=(progress,)
-            ) as pool:
-                try:
-                    running: set[Future[CellResult]] = set()
-                    while True:
-                        while len(running) < self.jobs and (config := next(source, None)) is not None:
-                            by_hash[config.config_hash] = config
-                            running.add(
-                                pool.submit(_run_in_worker, config, commit, self.weights_dir, self.threads)
-                            )
-                        if not running:
-                            return
-                        done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                        _forward_progress(progress, by_hash, hooks, status)
-                        for future in done:
-                            result = future.result()
-                            hooks.pop(result.config_hash, None)
-                            yield result
-                except BaseException:  # SIGTERM, Ctrl-C, a closed generator: no worker outlives the run
-                    stop_workers(pool)
-                    raise
+        waiting = next(source, None)  # no worker starts for a grid with nothing to run
+        if waiting is None:
+            return
+        workers: list[Worker] = []
+        with exit_on_sigterm():
+            try:
+                while True:
+                    if waiting is not None:  # a worker for each slot (again, where one died)
+                        workers += [self._start() for _ in range(self.jobs - len(workers))]
+                    for worker in workers:
+                        if worker.ready and worker.cell is None and waiting is not None:
+                            worker.pipe.send((waiting, commit, self.weights_dir, self.threads))
+                            worker.cell, worker.hooks = waiting, hooks(waiting)  # its run opens now
+                            waiting = next(source, None)
+                    if waiting is None and all(worker.cell is None for worker in workers):
+                        return
+                    yield from self._collect(workers, commit)
+            finally:  # done, SIGTERM, Ctrl-C or a closed generator: no worker outlives the run
+                stop_workers(workers)
+
+    def _collect(self, workers: list[Worker], commit: str) -> Iterator[CellResult]:
+        """Wait for messages or deaths; forward progress, yield results, drop dead workers."""
+        sources: list[Any] = [w.pipe for w in workers] + [w.process.sentinel for w in workers]
+        connection.wait(sources, timeout=1.0)
+        for worker in list(workers):
+            for message in self._drain(worker):
+                kind = message[0]
+                if kind == "ready":
+                    worker.ready = True
+                elif kind == "status":
+                    worker.hooks.status(message[1], message[2])
+                elif kind == "task":
+                    worker.hooks.task_ended(message[1], message[2], message[3])
+                elif kind == "result":
+                    worker.hooks.ended(message[2])
+                    worker.cell, worker.hooks = None, CellHooks()
+                    yield message[1]
+            if not worker.process.is_alive():
+                worker.process.join()
+                worker.pipe.close()
+                workers.remove(worker)
+                if not worker.ready:  # it died starting up: a broken environment, not a cell
+                    raise UserError(
+                        f"a worker process {process_end(worker.process.exitcode)} as it started: "
+                        "run with --jobs 1 to see why"
+                    )
+                if worker.cell is not None:
+                    worker.hooks.ended(now_ms())
+                    yield dead_worker_result(worker.cell, commit, self.threads, worker.process.exitcode)
+
+    @staticmethod
+    def _drain(worker: Worker) -> Iterator[tuple[Any, ...]]:
+        try:
+            while worker.pipe.poll():
+                yield worker.pipe.recv()
+        except (EOFError, OSError):  # the worker died; what it sent before is already read
+            return
+
+
+def dead_worker_result(config: CellConfig, commit: str, threads: int, exitcode: int | None) -> CellResult:
+    return with_threads(
+        CellResult(
+            config=config.to_dict(),
+            config_hash=config.config_hash,
+            status=FAILED,
+            error=death_message(exitcode),
+            provenance={"commit": commit},
+        ),
+        threads,
+    )
 
 
 @contextmanager
 def exit_on_sigterm() -> Iterator[None]:
-    """While a pool runs, SIGTERM ends the driver by SystemExit (exit status 143), so that its
+    """While workers run, SIGTERM ends the driver by SystemExit (exit status 143), so that its
     workers are stopped on the way out instead of left running as orphans (a default SIGTERM
     ends the driver at once). Only the main thread can set a handler; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
@@ -170,29 +298,22 @@ def exit_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued cells and terminate the pool's worker processes (their cells are lost:
-    no record is written, their claims are taken over by the next run)."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
-        process.terminate()
-
-
-def _forward_progress(
-    progress: Any,
-    by_hash: dict[str, CellConfig],
-    hooks: dict[str, Callable[[str, int], None]],
-    status: StatusFactory,
-) -> None:
-    """Hand the workers' progress messages to the driver's per-cell hooks."""
-    while True:
-        try:
-            digest, message, advance = progress.get_nowait()
-        except queue.Empty:
-            return
-        if digest not in hooks:
-            hooks[digest] = status(by_hash[digest])
-        hooks[digest](message, advance)
+def stop_workers(workers: list[Worker]) -> None:
+    """Ask idle workers to leave and end the others (their cells are lost: no record is written,
+    their claims are released by the runner); wait until every one is gone."""
+    for worker in workers:
+        if worker.cell is None and worker.process.is_alive():
+            with suppress(OSError):
+                worker.pipe.send(None)
+        else:
+            worker.process.kill()
+    deadline = time.monotonic() + 10
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.pipe.close()
 
 
 # --- Ray ---------------------------------------------------------------------------------------------
@@ -230,7 +351,9 @@ class RayExecutor:
     cpus_per_cell: float = 1.0
     gpus_per_cell: float = 0.0
 
-    def run(self, cells: Iterable[CellConfig], commit: str, status: StatusFactory) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellConfig], commit: str, hooks: HookFactory) -> Iterator[CellResult]:
+        """Each cell's hooks are made (its MLflow run opened) when it is submitted; a Ray task reports
+        no progress, so its accuracy rows are logged from its record when it ends."""
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:
@@ -241,16 +364,17 @@ class RayExecutor:
             )
             limit = self._in_flight_limit(ray)
             source = iter(cells)
-            running: dict[Any, CellConfig] = {}
+            running: dict[Any, tuple[CellConfig, CellHooks]] = {}
             while True:
                 while len(running) < limit and (config := next(source, None)) is not None:
                     ref = remote.remote(config, commit, str(self.weights_dir.resolve()), self.threads)
-                    running[ref] = config
+                    running[ref] = (config, hooks(config))
                 if not running:
                     return
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
-                    config = running.pop(ref)
+                    config, cell_hooks = running.pop(ref)
+                    cell_hooks.ended(now_ms())
                     yield self._result(ray, ref, config, commit)
         finally:
             if started_here:

@@ -41,6 +41,8 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -79,6 +81,12 @@ EXCLUDE_KEYS = ("tasks", "methods", "retention", "seeds")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
 # [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
 NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5, "fused_optimizer": True}
+# Bounds that keep a typo from spending hours or gigabytes before a cell runs (a million seeds).
+MAX_CELLS = 100_000
+MAX_EPOCHS = 1_000
+SEED_LIMIT = 2**32  # seeds (and *seed parameters) lie in [0, 2**32): what numpy's and torch's generators take
+# A grid's name names folders (results/<name>, reports/<name>) and the MLflow experiment.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,24 @@ def load_grid(path: Path, overrides: Sequence[str] = ()) -> Grid:
         raise UserError(f"malformed grid {path}: {error}") from None
     except OSError as error:
         raise UserError(f"cannot read grid {path}: {error.strerror}") from None
-    return expand_with_variants(apply_overrides(raw, overrides), path)
+    raw = apply_overrides(raw, overrides)
+    check_values(raw, f"grid {path.name}")
+    return expand_with_variants(raw, path)
+
+
+def check_values(value: Any, where: str, key: str = "") -> None:
+    """Every number of the grid finite and no string with a NUL character, wherever it sits."""
+    if isinstance(value, dict):
+        for inner_key, inner in value.items():
+            check_values(str(inner_key), where, key)
+            check_values(inner, where, f"{key}.{inner_key}" if key else str(inner_key))
+    elif isinstance(value, list):
+        for inner in value:
+            check_values(inner, where, key)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: {key} = {value} is not a finite number")
+    elif isinstance(value, str) and "\0" in value:
+        raise UserError(f"{where}: {key or 'a key'} holds a NUL character")
 
 
 def expand_with_variants(raw: dict[str, Any], path: Path) -> Grid:
@@ -169,13 +194,24 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
     for key in LIST_KEYS:
         if key not in raw:
             raise UserError(f"{where}: missing key {key!r} (a list)")
+        if not isinstance(raw[key], list):
+            raise UserError(f"{where}: {key!r} must be a list, got {type(raw[key]).__name__}")
+    planned = math.prod(len(raw[key]) for key in LIST_KEYS)
+    if planned > MAX_CELLS:
+        raise UserError(
+            f"{where}: {planned} cells before exclusions, more than the {MAX_CELLS} a grid may have"
+        )
+    for key in LIST_KEYS:
         _check_list(raw[key], key, where)
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise UserError(f"{where}: 'name' must be a non-empty string")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise UserError(
+            f"{where}: 'name' must be letters, digits, spaces, '.', '_' or '-' (at most 100, starting with a "
+            f"letter or digit; it names folders), got {name!r}"
+        )
     tasks = [_check_type(t, str, "tasks", where) for t in raw["tasks"]]
     methods = [_check_type(m, str, "methods", where) for m in raw["methods"]]
-    seeds = [_check_type(s, int, "seeds", where) for s in raw["seeds"]]
+    seeds = [_seed(s, "seeds", where) for s in raw["seeds"]]
     retentions = [_fraction(r, "retention", where) for r in raw["retention"]]
     token_fractions = _token_fractions(raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), where)
     tables = {key: _table(raw.get(key, {}), key, where) for key in TABLE_KEYS}
@@ -324,11 +360,15 @@ def _resolve(kind: str, name: str, params: dict[str, Any], where: str) -> dict[s
                 f"{where}: {kind} {name!r} parameter {key!r} must be {type(default).__name__}, "
                 f"got {type(value).__name__} {value!r}"
             )
+        if key.endswith("seed") and isinstance(value, int):
+            _seed(value, f"{kind} {name!r} parameter {key!r}:", where)
         resolved[key] = value
     try:
         factory(**resolved)  # constructors validate their values
     except (ValueError, TypeError) as error:
         raise UserError(f"{where}: {kind} {name!r}: {error}") from None
+    except Exception as error:  # a constructor that trips on a value instead of checking it (patch_size = 0)
+        raise UserError(f"{where}: {kind} {name!r}: {type(error).__name__}: {error}") from None
     return resolved
 
 
@@ -394,11 +434,16 @@ def _train_config(table: dict[str, Any], where: str) -> TrainConfig:
         if not _same_type(value, expected):
             raise UserError(f"{where}: [train] {key} must be {type(expected).__name__}, got {value!r}")
     try:
-        return TrainConfig(
+        train = TrainConfig(
             **{k: float(v) if isinstance(v, int) and _is_float(k, defaults) else v for k, v in table.items()}
         )
     except ValueError as error:
         raise UserError(f"{where}: [train]: {error}") from None
+    if train.eval_batch_size < 1:
+        raise UserError(f"{where}: [train]: eval_batch_size must be at least 1, got {train.eval_batch_size}")
+    if train.epochs is not None and train.epochs > MAX_EPOCHS:
+        raise UserError(f"{where}: [train]: epochs must be at most {MAX_EPOCHS}, got {train.epochs}")
+    return train
 
 
 def _is_float(key: str, defaults: TrainConfig) -> bool:
@@ -418,6 +463,13 @@ def _check_list(value: Any, key: str, where: str) -> None:
         if marker in seen:
             raise UserError(f"{where}: {key!r} lists {item!r} twice")
         seen.add(marker)
+
+
+def _seed(value: Any, key: str, where: str) -> int:
+    seed = _check_type(value, int, key, where)
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{where}: {key} {seed} is outside [0, 2**32)")
+    return seed
 
 
 def _check_type(value: Any, kind: type, key: str, where: str) -> Any:

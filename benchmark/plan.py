@@ -18,7 +18,6 @@ code that would compute it now (``benchmark.provenance.CodeFingerprints``):
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import tomllib
@@ -33,7 +32,7 @@ from benchmark.config import CellConfig
 from benchmark.errors import UserError
 from benchmark.learner import TaskCache
 from benchmark.provenance import CodeFingerprints, changed_code
-from benchmark.results import FAILED, FINISHED, cell_path, lock_path
+from benchmark.results import FAILED, lock_path, valid_record
 
 TO_RUN = "to run"
 DONE = "done"
@@ -152,17 +151,6 @@ class Plan:
         return next(cell.code for cell in self.cells if cell.config.config_hash == config_hash)
 
 
-def read_record(results_dir: Path, config_hash: str) -> dict[str, Any] | None:
-    """The cell's record, or None when it is absent or unreadable (then the cell runs again)."""
-    try:
-        record = json.loads(cell_path(results_dir, config_hash).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or record.get("status") not in (FINISHED, FAILED):
-        return None
-    return record
-
-
 def record_state(record: dict[str, Any] | None, code: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """The state a record gives its cell, and what changed when it is stale (no lock considered)."""
     if record is None:
@@ -185,7 +173,7 @@ def plan_grid(
         if digest in planned:
             continue
         code = fingerprints.for_cell(cell, cache.get(cell.task, cell.task_params))
-        state, changed = record_state(read_record(results_dir, digest), code)
+        state, changed = record_state(valid_record(results_dir, digest), code)
         if state == TO_RUN and lock_path(results_dir, digest).exists():
             state = RUNNING_ELSEWHERE
         planned[digest] = PlannedCell(cell, state, code, changed)
@@ -195,7 +183,7 @@ def plan_grid(
 def still_to_run(plan: Plan, results_dir: Path, retry_failed: bool, keep_stale: bool, digest: str) -> bool:
     """Whether a cell is still to run now that its lock is held: another run may have recorded it
     with the current code since the plan was made."""
-    state, _ = record_state(read_record(results_dir, digest), plan.code_for(digest))
+    state, _ = record_state(valid_record(results_dir, digest), plan.code_for(digest))
     return state in plan.states_to_run(retry_failed, keep_stale)
 
 

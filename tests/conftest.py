@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,3 +66,15 @@ def clone_working_tree(destination: Path) -> None:
     subprocess.run(
         ["git", *identity, "commit", "-q", "--allow-empty", "-m", "working tree"], cwd=destination, check=True
     )
+
+
+def finished_record(cell: Any) -> dict:
+    """A minimal valid ``finished`` record of ``cell`` (``results.record_problem`` accepts it)."""
+    return {
+        "config": cell.to_dict(),
+        "config_hash": cell.config_hash,
+        "status": "finished",
+        "accuracy_matrix": [[0.5, 0.5], [0.5, 0.5]],
+        "final_average_accuracy": 0.5,
+        "wall_seconds": 1.0,
+    }

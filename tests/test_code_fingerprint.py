@@ -19,7 +19,7 @@ from benchmark.learner import TaskCache
 from benchmark.plan import DONE, FAILED_STATE, STALE, TO_RUN, UNKNOWN, plan_grid, record_state, select_cells
 from benchmark.provenance import CodeFingerprints, changed_code, normalized_source
 from benchmark.results import cell_path
-from tests.conftest import GRIDS, REPO_ROOT
+from tests.conftest import GRIDS, REPO_ROOT, finished_record
 
 MODULE = '''
 """A module docstring."""
@@ -170,9 +170,7 @@ def test_dry_run_lists_every_cell_with_its_state_and_runs_nothing(
         record_code = now if code is None else {**now, "engine": "src:old", "fingerprint": "old"}
         path = cell_path(results / "smoke", cell.config_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"status": "finished", "config": cell.to_dict(), "provenance": {"code": record_code}})
-        )
+        path.write_text(json.dumps({**finished_record(cell), "provenance": {"code": record_code}}))
     before = sorted(p.name for p in (results / "smoke" / "cells").iterdir())
     argv = ["run", str(GRIDS / "smoke.toml"), "--results", str(results), "--dry-run"]
     only = [f"--only=method={c.method}" for c in cells]

@@ -323,7 +323,10 @@ def test_craig_first_pick_is_the_medoid(seed: int, n: int, dim: int, classes: in
         members = np.flatnonzero(pool.labels == label)
         g = pool.grads[members].astype(np.float64)
         pick = class_order(chosen.indices, pool.labels, label)[0]
-        assert members[np.argmin(cdist(g, g).sum(axis=1))] == pick
+        distance_sums = cdist(g, g).sum(axis=1)
+        # a medoid: in 1-D every point between the two middle ones has the same sum, so ties are exact
+        # in theory and differ in the last bits in floating point
+        assert distance_sums[members == pick][0] <= distance_sums.min() * (1 + 1e-9) + 1e-12
 
 
 @settings(max_examples=40, deadline=None)

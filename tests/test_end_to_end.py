@@ -75,15 +75,17 @@ def test_mlflow_has_one_run_per_cell(smoke_run: dict[str, Path]) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run['db']}")
     experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id])
+    found = client.search_runs([experiment.experiment_id])
+    runs = [r for r in found if r.data.tags["benchmark.kind"] == "cell"]
     assert len(runs) == len(load_grid(GRIDS / "smoke.toml").cells)
+    assert [r.data.tags["benchmark.kind"] for r in found if r not in runs] == ["grid"]  # their parent
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert "final_average_accuracy" in run.data.metrics
     assert run.data.params["task"] == "split-shapes"
     history = client.get_metric_history(run.info.run_id, "accuracy_seen_tasks")
     assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "record")]
     assert any(path.endswith(".json") for path in artifacts)
     masked = [r for r in runs if r.data.params.get("train.replay") == "mask"]
     assert len(masked) == 1 and "partial_random_t0.25" in masked[0].data.metrics

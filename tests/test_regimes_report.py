@@ -3,8 +3,6 @@ and loses with large ones; bounds never count; seeds are paired; "auto" is a cor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmark.config import CellConfig
 from benchmark.results import FINISHED, load_results, write_json_atomic
 from reports.make import make_report
 from reports.regime_figures import default_axes_pairs, partial_accuracy_frame
@@ -66,7 +65,7 @@ def record(
         "seed": seed,
         "train": {"epochs": None, "input_dropout": None, "replay": replay, "pretrain_token_dropout": 0.0},
     }
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    digest = CellConfig.from_dict(config).config_hash  # a record counts only under its own hash
     allowed = 0 if retention is None else int(retention * TASK_BYTES)
     final = accuracy + NOISE[seed]
     return {
