@@ -101,7 +101,7 @@ class _Group:
     members: np.ndarray  # pool indices
     budget: int
     cells: list[np.ndarray]  # positions in ``members``
-    shares: list[tuple[int, int]]  # per cell: share of the budget, round-1 candidates
+    candidates: list[int]  # per cell: how many round 1 picks
 
 
 def _groups(
@@ -208,7 +208,7 @@ class Herding(SelectorBase):
         work = [
             (normalised[group.members[cell]], kappa)
             for group in groups
-            for cell, (_, kappa) in zip(group.cells, group.shares, strict=True)
+            for cell, kappa in zip(group.cells, group.candidates, strict=True)
         ]
         picks = iter(cells.run_cells(herding_order, work, self.parallel, self.partitions > 1))
         parts = []
@@ -326,10 +326,11 @@ class KCenter(SelectorBase):
         (group,) = _groups([(np.arange(n), k)], points, self.partitions, self.oversample, rng)
         work = [
             (points[cell], kappa, int(rng.integers(len(cell))))
-            for cell, (_, kappa) in zip(group.cells, group.shares, strict=True)
+            for cell, kappa in zip(group.cells, group.candidates, strict=True)
         ]
         rounds = cells.run_cells(kcenter_farthest_first, work, self.parallel, self.partitions > 1)
-        cell, position = cells.merge_by_value([reach for _, reach in rounds], k)
+        indices = [c[order] for c, (order, _) in zip(group.cells, rounds, strict=True)]
+        cell, position = cells.merge_by_value([reach for _, reach in rounds], k, indices)
         return Selection.of([group.cells[c][rounds[c][0][p]] for c, p in zip(cell, position, strict=True)])
 
 
@@ -389,9 +390,10 @@ class Craig(SelectorBase):
     Similarity s_ij = c - ||g_i - g_j|| with c >= the class's largest distance;
     exactly the naive greedy's choices, (1 - 1/e)-optimal. Weight of j = how
     many class members have j as their nearest chosen element. Classes up to
-    ``dense_max`` members use a dense similarity matrix (8 dense_max^2 bytes);
-    larger ones compute rows on demand in blocks and never hold the n x n
-    matrix.
+    ``dense_max`` members use a dense similarity matrix (at most 8 dense_max^2
+    bytes: 512 MiB); larger ones compute rows on demand in blocks, with a cache
+    of at most dense_max^2 values, and never hold the n x n matrix. Both give
+    the same choices.
 
     Options for large classes (defaults: exact):
 
@@ -410,7 +412,7 @@ class Craig(SelectorBase):
     """
 
     needs_grads = True
-    dense_max: int = 5000
+    dense_max: int = 8192
     optimizer: str = "lazy"
     epsilon: float = 0.01
     partitions: int = 1
@@ -436,7 +438,7 @@ class Craig(SelectorBase):
         for group in groups:
             class_grads = grads[group.members]
             offset = similarity_offset(class_grads - class_grads.mean(axis=0))
-            for cell, (_, kappa) in zip(group.cells, group.shares, strict=True):
+            for cell, kappa in zip(group.cells, group.candidates, strict=True):
                 seed = int(rng.integers(2**63)) if stochastic else 0
                 options = (self.dense_max, self.optimizer, self.epsilon, seed)
                 work.append((class_grads[cell], kappa, offset, *options))
@@ -444,7 +446,8 @@ class Craig(SelectorBase):
         parts = []
         for group in groups:
             found = [next(rounds) for _ in group.cells]
-            cell, position = cells.merge_by_value([gains for _, gains in found], group.budget)
+            indices = [c[order] for c, (order, _) in zip(group.cells, found, strict=True)]
+            cell, position = cells.merge_by_value([gains for _, gains in found], group.budget, indices)
             chosen = np.array(
                 [group.cells[c][found[c][0][p]] for c, p in zip(cell, position, strict=True)],
                 dtype=np.int64,

@@ -32,7 +32,6 @@ from scipy.cluster.vq import kmeans2
 
 from benchmark.errors import UserError
 from methods.arrays import as_float64, nearest
-from methods.base import per_class_budgets
 
 PARALLEL: tuple[str, ...] = ("auto", "local", "ray")
 FIT_SAMPLE = 20_000  # rows the k-means fit sees; every row is then assigned to its nearest centroid
@@ -65,30 +64,32 @@ def kmeans_cells(points: np.ndarray, cells: int, rng: np.random.Generator) -> li
     return [part for part in np.split(order, bounds) if len(part)]
 
 
-def cell_budgets(cells: Sequence[np.ndarray], budget: int, oversample: float) -> list[tuple[int, int]]:
-    """Per cell: its share of ``budget`` (proportional to its size) and its round-1 candidate count.
+def cell_budgets(cells: Sequence[np.ndarray], budget: int, oversample: float) -> list[int]:
+    """Round-1 picks per cell: ceil(oversample x budget x the cell's fraction of the set), at most the cell.
 
-    Candidates = ceil(oversample x share), at most the cell; with one cell,
-    exactly the budget (one cell is the whole set: round 1 is the selection).
+    They add up to at least the budget. With one cell, exactly the budget (one
+    cell is the whole set: round 1 is the selection).
     """
-    labels = np.concatenate([np.full(len(cell), c) for c, cell in enumerate(cells)])
-    shares = per_class_budgets(labels, budget)
     if len(cells) == 1:
-        return [(shares[0], shares[0])]
-    return [(shares[c], min(len(cell), math.ceil(oversample * shares[c]))) for c, cell in enumerate(cells)]
+        return [min(budget, len(cells[0]))]
+    total = sum(len(cell) for cell in cells)
+    return [min(len(cell), math.ceil(oversample * budget * len(cell) / total)) for cell in cells]
 
 
-def merge_by_value(values: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_by_value(
+    values: Sequence[np.ndarray], k: int, indices: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """The k largest of the cells' recorded values: (cell, position in its round-1 order) of each, best first.
 
-    Each cell's values never increase along its order (greedy gains,
-    farthest-first distances), so this takes a prefix of every cell, and is the
-    greedy on the union of the cells' own objectives. Ties: earlier cell, then
-    earlier position (a stable sort).
+    Ties go to the lower ``indices`` (each candidate's index in the set), the
+    greedy's own rule. Each cell's values never increase along its order
+    (greedy gains, farthest-first distances; equal ones in ascending index),
+    so this takes a prefix of every cell, and is the greedy on the union of the
+    cells' own objectives.
     """
     cell = np.concatenate([np.full(len(v), c, dtype=np.int64) for c, v in enumerate(values)])
     position = np.concatenate([np.arange(len(v), dtype=np.int64) for v in values])
-    top = np.argsort(-np.concatenate(list(values)), kind="stable")[:k]
+    top = np.lexsort((np.concatenate(list(indices)), -np.concatenate(list(values))))[:k]
     return cell[top], position[top]
 
 
