@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+from scipy.linalg import LinAlgError, lapack
 
 from benchmark import registry
 from benchmark.contracts import SamplePool, Selection
@@ -460,6 +460,37 @@ class Craig(SelectorBase):
 # --------------------------------------------------------------------------- GradMatch (NN-OMP)
 
 
+# The LAPACK routines scipy.linalg's solve_triangular, cholesky and cho_solve call, called as they call
+# them (same arguments, so the same arithmetic) without their checks: an OMP step makes a few of these
+# tiny calls, and the wrappers cost more than the work.
+_TRTRS, _POTRF, _POTRS = lapack.get_lapack_funcs(("trtrs", "potrf", "potrs"), (np.zeros((1, 1)),))
+
+
+def _solve_lower(factor: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """scipy.linalg.solve_triangular(factor, column, lower=True)."""
+    if factor.flags.f_contiguous:
+        solution, info = _TRTRS(factor, column, lower=True, trans=0)
+    else:  # trtrs wants Fortran order: solve the transposed system, as scipy does
+        solution, info = _TRTRS(factor.T, column, lower=False, trans=1)
+    if info > 0:
+        raise LinAlgError(f"singular matrix: resolution failed at diagonal {info - 1}")
+    return solution
+
+
+def _cholesky_lower(block: np.ndarray) -> np.ndarray:
+    """scipy.linalg.cholesky(block, lower=True)."""
+    factor, info = _POTRF(block, lower=True, overwrite_a=False, clean=True)
+    if info > 0:
+        raise LinAlgError(f"{info}-th leading minor of the array is not positive definite")
+    return factor
+
+
+def _cho_solve_lower(factor: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """scipy.linalg.cho_solve((factor, True), values)."""
+    solution, _ = _POTRS(factor, values, lower=True, overwrite_b=False)
+    return solution
+
+
 class _GramNNLS:
     """Lawson-Hanson NNLS on the Gram system min_{w>=0} 1/2 w'Mw - q'w, M = A'A + ridge I, q = A'b.
 
@@ -492,7 +523,7 @@ class _GramNNLS:
     def _enter(self, variable: int) -> bool:
         """Extend the factor by one variable; False if it is (numerically) dependent on the passive set."""
         column = self.gram[self.passive, variable]
-        below = linalg.solve_triangular(self.factor, column, lower=True) if self.passive else column[:0]
+        below = _solve_lower(self.factor, column) if self.passive else column[:0]
         pivot = self.gram[variable, variable] - float(below @ below)
         if pivot <= 1e-12 * max(self.gram[variable, variable], 1e-300):
             return False
@@ -507,7 +538,7 @@ class _GramNNLS:
 
     def _refactor(self) -> None:
         block = self.gram[np.ix_(self.passive, self.passive)]
-        self.factor = linalg.cholesky(block, lower=True) if self.passive else np.zeros((0, 0))
+        self.factor = _cholesky_lower(block) if self.passive else np.zeros((0, 0))
 
     def solve(self) -> np.ndarray:
         s = self.size
@@ -529,7 +560,7 @@ class _GramNNLS:
                 blocked[entering] = True
                 continue
             while True:
-                trial = linalg.cho_solve((self.factor, True), linear[self.passive])
+                trial = _cho_solve_lower(self.factor, linear[self.passive])
                 if np.all(trial > 0):
                     weights[self.passive] = trial
                     break

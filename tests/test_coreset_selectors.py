@@ -20,7 +20,7 @@ from benchmark.contracts import SamplePool
 from benchmark.errors import UserError
 from methods import facility_location, partitions
 from methods.base import per_class_budgets
-from tools.perf_selectors import naive_greedy
+from tools.selector_references import naive_greedy
 
 NAMES = ("herding", "kcenter", "craig", "gradmatch", "ocs")
 PER_CLASS = ("herding", "craig", "gradmatch")
