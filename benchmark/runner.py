@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
 from benchmark.executors import ExecutorOptions, make_executor
 from benchmark.grid import Grid
+from benchmark.learner import TaskCache, total_epochs
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
 from benchmark.provenance import suite_commit
@@ -187,7 +187,7 @@ class EpochBars:
         used = {bar.pos for bar in self.bars.values()}
         position = next(p for p in range(1, len(self.bars) + 2) if p not in used and -p not in used)
         bar = tqdm(
-            total=len(stream.experiences) * epochs_for(config, stream),
+            total=total_epochs(config, stream),
             desc=f"{config.task} {config.method}",
             unit="epoch",
             leave=False,

@@ -75,14 +75,15 @@ def _require_grads(pool: SamplePool, method: str) -> np.ndarray:
 
 
 def _per_class(
-    labels: np.ndarray,
+    pool: SamplePool,
     budget: int,
     choose: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
 ) -> Selection:
     """Run ``choose(members, k_c)`` for each class (sorted labels) and concatenate the selections."""
+    labels = np.asarray(pool.labels)
     indices: list[np.ndarray] = []
     weights: list[np.ndarray] = []
-    for label, class_budget in sorted(per_class_budgets(labels, budget).items()):
+    for label, class_budget in sorted(per_class_budgets(labels, budget, pool.tie_order).items()):
         if class_budget == 0:
             continue
         members = np.flatnonzero(labels == label)
@@ -119,10 +120,12 @@ def _groups(
     return groups
 
 
-def _class_sets(labels: np.ndarray, budget: int) -> list[tuple[np.ndarray, int]]:
+def _class_sets(pool: SamplePool, budget: int) -> list[tuple[np.ndarray, int]]:
+    """Each class's members and share of the budget (sorted labels; classes without a share left out)."""
+    labels = np.asarray(pool.labels)
     return [
         (np.flatnonzero(labels == label), share)
-        for label, share in sorted(per_class_budgets(labels, budget).items())
+        for label, share in sorted(per_class_budgets(labels, budget, pool.tie_order).items())
         if share > 0
     ]
 
@@ -202,9 +205,7 @@ class Herding(SelectorBase):
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         normalised = unit_rows(as_float64(pool.features))
-        groups = _groups(
-            _class_sets(np.asarray(pool.labels), budget), normalised, self.partitions, self.oversample, rng
-        )
+        groups = _groups(_class_sets(pool, budget), normalised, self.partitions, self.oversample, rng)
         work = [
             (normalised[group.members[cell]], kappa)
             for group in groups
@@ -430,9 +431,7 @@ class Craig(SelectorBase):
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         grads = _require_grads(pool, "craig")
-        groups = _groups(
-            _class_sets(np.asarray(pool.labels), budget), grads, self.partitions, self.oversample, rng
-        )
+        groups = _groups(_class_sets(pool, budget), grads, self.partitions, self.oversample, rng)
         stochastic = self.optimizer == "stochastic"
         work = []
         for group in groups:
@@ -734,7 +733,7 @@ class GradMatch(SelectorBase):
                 weights = np.concatenate([weights, np.ones(missing)])
             return chosen, weights.astype(np.float32)
 
-        return _per_class(np.asarray(pool.labels), budget, choose)
+        return _per_class(pool, budget, choose)
 
 
 # --------------------------------------------------------------------------- OCS

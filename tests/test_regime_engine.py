@@ -8,9 +8,10 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import run_cell
 from benchmark.config import CellConfig, TrainConfig
 from benchmark.contracts import BackboneSpec, TokenBatch, full_positions
+from benchmark.learner import TaskCache
 from benchmark.memory import MemoryBuffer, kept_token_count
 from benchmark.model import TokenViT, fill_masked
 from benchmark.partial_inputs import keep_first, oracle_order
