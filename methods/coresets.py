@@ -392,9 +392,10 @@ class Craig(SelectorBase):
     exactly the naive greedy's choices, (1 - 1/e)-optimal. Weight of j = how
     many class members have j as their nearest chosen element. Classes up to
     ``dense_max`` members use a dense similarity matrix (at most 8 dense_max^2
-    bytes: 512 MiB); larger ones compute rows on demand in blocks, with a cache
-    of at most dense_max^2 values, and never hold the n x n matrix. Both give
-    the same choices.
+    bytes: 200 MB at the default; 8192 makes it 512 MiB and classes of up to
+    8192 members about twice as fast); larger ones compute rows on demand in
+    blocks, with a cache of at most dense_max^2 values, and never hold the
+    n x n matrix. Both give the same choices.
 
     Options for large classes (defaults: exact):
 
@@ -413,7 +414,7 @@ class Craig(SelectorBase):
     """
 
     needs_grads = True
-    dense_max: int = 8192
+    dense_max: int = 5000
     optimizer: str = "lazy"
     epsilon: float = 0.01
     partitions: int = 1

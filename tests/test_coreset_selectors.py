@@ -961,3 +961,26 @@ def test_per_batch_gradmatch_gives_each_member_its_batch_weight() -> None:
         batches = np.searchsorted(members, mine) // 8
         for b in np.unique(batches):
             assert len(np.unique(chosen.weights[np.isin(chosen.indices, mine[batches == b])])) == 1
+
+
+# --------------------------------------------------------------------------- grids
+
+
+@pytest.mark.parametrize("name", ["herding", "kcenter", "craig", "gradmatch"])
+def test_the_options_at_their_exact_values_keep_the_cell_names(name: str) -> None:
+    # A grid resolves every constructor default into selector_params; the options added for large
+    # pools must not rename the committed cells of the exact selectors (benchmark.config, LATER_*).
+    from benchmark.config import LATER_SELECTOR_PARAMS, CellConfig
+
+    spelled = {key: value for key, value in vars(selector(name)).items()}
+    assert set(LATER_SELECTOR_PARAMS) & set(spelled)
+    before = {key: value for key, value in spelled.items() if key not in LATER_SELECTOR_PARAMS}
+    for key in set(LATER_SELECTOR_PARAMS) & set(spelled):
+        assert spelled[key] == LATER_SELECTOR_PARAMS[key]  # the exact selector's value
+
+    def cell(params: dict) -> CellConfig:
+        return CellConfig("g", "split-shapes", {}, name, name, None, params, {}, 0.05, 1.0, 0)
+
+    assert cell(spelled).config_hash == cell(before).config_hash
+    changed = {**spelled, "partitions": 4} if "partitions" in spelled else {**spelled, "batch_size": 32}
+    assert cell(changed).config_hash != cell(before).config_hash
