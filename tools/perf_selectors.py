@@ -277,6 +277,13 @@ def _random_value(family: str, pool: SamplePool, budget: int, seed: int) -> floa
     return OBJECTIVES[family].value(pool, chosen)
 
 
+def _gain_kept(value: float, exact: float, random: float) -> float:
+    """How much of the exact selector's advantage over random selection a value keeps, in %."""
+    if not all(math.isfinite(v) for v in (value, exact, random)) or exact == random:
+        return float("nan")
+    return 100.0 * (value - random) / (exact - random)
+
+
 def _loss(objective: Objective, value: float, exact: float) -> float:
     """How much worse than the exact selector, in % of its objective (negative: better)."""
     if not (math.isfinite(value) and math.isfinite(exact)) or exact == 0:
@@ -304,6 +311,7 @@ def run_selector_perf(
             pool = synthetic_pool(n, seed=seed)
             budget = round(FRACTION * n)
             exact_values: dict[str, float] = {}
+            random_values = {family: _random_value(family, pool, budget, seed) for family in OBJECTIVES}
             for contender in everyone:
                 if n > contender.max_n:
                     continue
@@ -327,7 +335,8 @@ def run_selector_perf(
                     "value": value,
                     "exact_value": exact,
                     "loss_vs_exact_pct": _loss(objective, value, exact),
-                    "random_value": _random_value(contender.family, pool, budget, seed),
+                    "random_value": random_values[contender.family],
+                    "gain_kept_pct": _gain_kept(value, exact, random_values[contender.family]),
                 }
                 rows.append(row)
                 if on_row is not None:
@@ -371,7 +380,7 @@ def option_table(table: pd.DataFrame) -> pd.DataFrame:
     """The scalable options: seconds, objective, the exact selector's objective and the loss against it."""
     options = table[~table["exact"]]
     columns = ["n", "selector", "options", "cpu_seconds", "wall_seconds", "value", "exact_value"]
-    return options[[*columns, "loss_vs_exact_pct"]].reset_index(drop=True)
+    return options[[*columns, "loss_vs_exact_pct", "random_value", "gain_kept_pct"]].reset_index(drop=True)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -388,7 +397,9 @@ def write_results(table: pd.DataFrame, directory: Path, repeats: int, threads: i
         f"seconds of `select` on {threads} thread ({platform.machine()}, {os.cpu_count()} CPUs, "
         f"numpy {np.__version__}), fastest of {repeats} up to n = {REPEAT_MAX_N:,} and one run above; "
         "`cpu` = CPU seconds of the process, `wall` = elapsed. Peers' times include building their "
-        "kernel (`kernel_s`). `loss` = how much worse than the exact selector's objective, in %.\n\n"
+        "kernel (`kernel_s`). `loss` = how much worse than the exact selector's objective, in %; "
+        "`gain_kept` = how much of the exact selector's advantage over a uniform random selection (per "
+        "class, weights n/k: `random_value`) an option keeps, in %.\n\n"
     )
     write_text_atomic(
         directory / "selectors.md",
