@@ -791,6 +791,29 @@ def test_partitioned_craig_is_the_greedy_on_the_cell_restricted_objective(
             assert expected == exact
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 200), cell_count=st.integers(2, 5), fraction=st.floats(0.02, 0.5))
+def test_partitioned_craig_weights_count_members_for_their_nearest_chosen_in_their_cell(
+    seed: int, n: int, cell_count: int, fraction: float
+) -> None:
+    pool = clustered_pool(seed, n, 3, clusters=4)
+    budget = max(1, round(fraction * n))
+    chosen = selector("craig", partitions=cell_count).select(pool, budget, np.random.default_rng(seed))
+    assert chosen.weights.sum() == n
+    ((_, found),) = class_cells(pool, pool.grads, cell_count, seed)
+    g = pool.grads.astype(np.float64)
+    expected = np.zeros(len(chosen.indices))
+    for cell in found:
+        mine = np.flatnonzero(np.isin(chosen.indices, cell))
+        pool_of = mine if len(mine) else np.arange(len(chosen.indices))  # a cell left without: anywhere
+        closest = pool_of[np.argmin(cdist(g[cell], g[chosen.indices[pool_of]]), axis=1)]
+        closest[np.isin(cell, chosen.indices)] = [
+            int(np.flatnonzero(chosen.indices == i)[0]) for i in cell[np.isin(cell, chosen.indices)]
+        ]
+        expected += np.bincount(closest, minlength=len(chosen.indices))
+    np.testing.assert_array_equal(chosen.weights, expected)
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=SEEDS, n=st.integers(2, 150), cell_count=st.integers(1, 4), fraction=st.floats(0.02, 0.5))
 def test_partitioned_kcenter_is_the_greedy_with_cell_restricted_coverage(
