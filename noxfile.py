@@ -84,7 +84,7 @@ def pretrain(session: nox.Session) -> None:
 
 @nox.session
 def perf(session: nox.Session) -> None:
-    """Speed benchmarks; they write their tables to ``results/perf/``."""
-    python = shared_env(session)
+    """Speed benchmarks, the coreset libraries they compare with included; tables in ``results/perf/``."""
+    python = shared_env(session, "dev,perf")
     env = {"PYTHONHASHSEED": "0", **({"CI": os.environ["CI"]} if "CI" in os.environ else {})}
     session.run(python, "-m", "tools.perf", *session.posargs, external=True, env=env)

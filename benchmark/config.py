@@ -162,6 +162,17 @@ LATER_CELL_FIELDS: dict[str, ParamValue] = {"protocol": 1, "tune": {}}
 # Task parameters added after results were first committed, likewise left out at their older value.
 LATER_TASK_PARAMS: dict[str, ParamValue] = {"boundary_overlap": 0.0, "class_order_seed": None}
 
+# Sample selector parameters added later (the options for large pools, issue 22), at the values that
+# select exactly as before: left out of the hash too.
+LATER_SELECTOR_PARAMS: dict[str, ParamValue] = {
+    "partitions": 1,
+    "oversample": 2.0,
+    "parallel": "auto",
+    "optimizer": "lazy",
+    "epsilon": 0.01,
+    "batch_size": 1,
+}
+
 
 def config_hash(cell: CellConfig) -> str:
     """SHA-256 (first 16 hex digits) of the canonical JSON of the config, grid name excluded.
@@ -175,6 +186,7 @@ def config_hash(cell: CellConfig) -> str:
     for table, later in ((payload, LATER_CELL_FIELDS), (payload["train"], LATER_TRAIN_FIELDS)):
         _drop_older_values(table, later)
     _drop_older_values(payload["task_params"], LATER_TASK_PARAMS)
+    _drop_older_values(payload["selector_params"], LATER_SELECTOR_PARAMS)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 

@@ -9,31 +9,53 @@ generator's state. Definitions follow METHODS.md ("Sample selectors").
     selector = registry.create("sample_selector", "gradmatch", ridge=0.5)
     selection = selector.select(pool, budget=200, rng=np.random.default_rng(0))
 
+Every selector is exact by default. Options for large pools, each stated with
+its approximation in its class's docstring: ``partitions`` (herding, k-center,
+CRAIG: a two-round selection over k-means cells, GreeDi-style, whose cells run
+as Ray tasks under ``--executor ray``; ``methods.partitions``),
+``optimizer = "stochastic"`` (CRAIG: stochastic greedy) and ``batch_size``
+(GradMatch: OMP over mini-batches, as CORDS's per-batch variant).
+
 The module-level objective functions (``kcenter_radius``,
 ``facility_location_value``, ``gradmatch_residual``, ``herding_mean_distance``,
 ``ocs_scores``) are what the tests and ``tools.perf_selectors`` measure.
 
-All arithmetic runs in float64 on numpy/BLAS: the pools are at most a few
-hundred thousand rows of low-dimensional proxies, and float64 keeps the greedy
-choices stable against rounding. Nothing here builds a dense n x n matrix over
-the whole pool; CRAIG builds one per class only up to ``dense_max`` members.
+All arithmetic runs in float64 on numpy/BLAS (facility location's inner loops
+are compiled, ``methods.facility_location``); float64 keeps the greedy choices
+stable against rounding. Temporaries are cut into row blocks of bounded size.
 """
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+from scipy.linalg import LinAlgError, lapack
 
 from benchmark import registry
 from benchmark.contracts import SamplePool, Selection
+from methods import partitions as cells
+from methods.arrays import as_float64, nearest, unit, unit_rows
 from methods.base import SelectorBase, per_class_budgets
+from methods.facility_location import facility_similarity, lazy_greedy, similarity_offset, stochastic_greedy
 
-# Temporaries are cut into blocks of about this many float64 elements (32 MiB).
-_BLOCK_ELEMENTS = 1 << 22
+__all__ = [
+    "Craig",
+    "GradMatch",
+    "Herding",
+    "KCenter",
+    "OnlineCoresetSelection",
+    "facility_location_value",
+    "facility_similarity",
+    "gradmatch_omp",
+    "gradmatch_residual",
+    "herding_mean_distance",
+    "kcenter_order",
+    "kcenter_radius",
+    "ocs_scores",
+]
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -43,55 +65,13 @@ def _budget(budget: int, n: int) -> int:
     return min(max(int(budget), 0), n)
 
 
-def _as_float64(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array, dtype=np.float64)
-
-
-def _row_blocks(rows: int, cols: int) -> Iterator[slice]:
-    step = max(1, _BLOCK_ELEMENTS // max(cols, 1))
-    for start in range(0, rows, step):
-        yield slice(start, min(rows, start + step))
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; all-zero rows stay zero (cosine 0 with everything)."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else np.zeros_like(vector)
-
-
-def _distances(a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
-    """Euclidean distances [len(a), len(b)] by the Gram expansion (callers centre the data first)."""
-    squared = a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)
-    np.maximum(squared, 0.0, out=squared)
-    return np.sqrt(squared, out=squared)
-
-
-def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each point: distance to and position of its nearest centre (first centre on ties), chunked."""
-    shift = points.mean(axis=0) if len(points) else 0.0
-    points, centres = points - shift, centres - shift
-    points_sq, centres_sq = np.einsum("ij,ij->i", points, points), np.einsum("ij,ij->i", centres, centres)
-    distance = np.empty(len(points))
-    position = np.empty(len(points), dtype=np.int64)
-    for block in _row_blocks(len(points), len(centres)):
-        block_distances = _distances(points[block], centres, points_sq[block], centres_sq)
-        position[block] = np.argmin(block_distances, axis=1)
-        distance[block] = block_distances[np.arange(len(position[block])), position[block]]
-    return distance, position
-
-
 def _require_grads(pool: SamplePool, method: str) -> np.ndarray:
     if pool.grads is None:
         raise ValueError(
             f"sample selector {method!r} needs gradient proxies, but the pool has grads=None "
             "(the runner computes them when the selector declares needs_grads)"
         )
-    return _as_float64(pool.grads)
+    return as_float64(pool.grads)
 
 
 def _per_class(
@@ -115,12 +95,53 @@ def _per_class(
     return Selection.of(np.concatenate(indices), np.concatenate(weights))
 
 
+@dataclass(frozen=True)
+class _Group:
+    """One set a selector selects from (a class, or the whole pool), split into cells for round 1."""
+
+    members: np.ndarray  # pool indices
+    budget: int
+    cells: list[np.ndarray]  # positions in ``members``
+    candidates: list[int]  # per cell: how many round 1 picks
+
+
+def _groups(
+    sets: list[tuple[np.ndarray, int]],
+    points: np.ndarray,
+    partitions: int,
+    oversample: float,
+    rng: np.random.Generator,
+) -> list[_Group]:
+    """Split each (members, budget) into k-means cells of ``points[members]`` (no draw for one cell)."""
+    groups = []
+    for members, budget in sets:
+        parts = cells.kmeans_cells(points[members], partitions, rng)
+        groups.append(_Group(members, budget, parts, cells.cell_budgets(parts, budget, oversample)))
+    return groups
+
+
+def _class_sets(pool: SamplePool, budget: int) -> list[tuple[np.ndarray, int]]:
+    """Each class's members and share of the budget (sorted labels; classes without a share left out)."""
+    labels = np.asarray(pool.labels)
+    return [
+        (np.flatnonzero(labels == label), share)
+        for label, share in sorted(per_class_budgets(labels, budget, pool.tie_order).items())
+        if share > 0
+    ]
+
+
+def _selection(parts: list[tuple[np.ndarray, np.ndarray]]) -> Selection:
+    if not parts:
+        return Selection.empty()
+    return Selection.of(np.concatenate([i for i, _ in parts]), np.concatenate([w for _, w in parts]))
+
+
 # --------------------------------------------------------------------------- herding
 
 
-def _herding_order(unit_features: np.ndarray, k: int) -> np.ndarray:
-    """The first k herding picks (positions) of one class of L2-normalised features."""
-    mean = unit_features.mean(axis=0)
+def herding_order(unit_features: np.ndarray, k: int, target: np.ndarray | None = None) -> np.ndarray:
+    """The first k herding picks (positions) of L2-normalised features, towards their mean or ``target``."""
+    mean = unit_features.mean(axis=0) if target is None else target
     sq_norms = np.einsum("ij,ij->i", unit_features, unit_features)
     running_sum = np.zeros_like(mean)
     available = np.ones(len(unit_features), dtype=bool)
@@ -142,12 +163,16 @@ def herding_mean_distance(features: np.ndarray, labels: np.ndarray, indices: np.
 
     Classes with no selected sample are left out of the mean (NaN if none has one).
     """
-    unit = _unit_rows(_as_float64(features))
+    normalised = unit_rows(as_float64(features))
     labels = np.asarray(labels)
     chosen = np.zeros(len(labels), dtype=bool)
     chosen[np.asarray(indices, dtype=np.int64)] = True
     gaps = [
-        float(np.linalg.norm(unit[labels == c].mean(axis=0) - unit[(labels == c) & chosen].mean(axis=0)))
+        float(
+            np.linalg.norm(
+                normalised[labels == c].mean(axis=0) - normalised[(labels == c) & chosen].mean(axis=0)
+            )
+        )
         for c in np.unique(labels)
         if np.any((labels == c) & chosen)
     ]
@@ -161,44 +186,74 @@ class Herding(SelectorBase):
 
     Step t adds argmin_i ||mu - (sum_{s in S} h_s + h_i) / t|| over unchosen i,
     mu the mean of the class's normalised embeddings. Weights are 1.
+
+    ``partitions`` > 1 (for large classes): each class is split into that many
+    k-means cells (``methods.partitions``); round 1 herds within each cell
+    towards the cell's mean, ceil(oversample x the cell's share of the budget)
+    picks; round 2 herds over the union of those candidates towards the class
+    mean. Approximation: herding restricted to the candidates, which carries no
+    bound against the exact herding (measured in ``results/perf``); one cell
+    gives exactly the exact herding.
     """
 
+    partitions: int = 1
+    oversample: float = 2.0
+    parallel: str = "auto"
+
+    def __post_init__(self) -> None:
+        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
+
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
-        unit = _unit_rows(_as_float64(pool.features))
-
-        def choose(members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            return _herding_order(unit[members], k), np.ones(k, dtype=np.float32)
-
-        return _per_class(pool, budget, choose)
+        normalised = unit_rows(as_float64(pool.features))
+        groups = _groups(_class_sets(pool, budget), normalised, self.partitions, self.oversample, rng)
+        work = [
+            (normalised[group.members[cell]], kappa)
+            for group in groups
+            for cell, kappa in zip(group.cells, group.candidates, strict=True)
+        ]
+        picks = iter(cells.run_cells(herding_order, work, self.parallel, self.partitions > 1))
+        parts = []
+        for group in groups:
+            candidates = np.concatenate([cell[next(picks)] for cell in group.cells])
+            if len(candidates) > group.budget:
+                class_features = normalised[group.members]
+                target = class_features.mean(axis=0)
+                candidates = candidates[herding_order(class_features[candidates], group.budget, target)]
+            parts.append((group.members[candidates], np.ones(group.budget, dtype=np.float32)))
+        return _selection(parts)
 
 
 # --------------------------------------------------------------------------- k-center
 
 
-def kcenter_order(features: np.ndarray, k: int, first: int) -> np.ndarray:
-    """Greedy k-center from centre ``first``: k distinct positions, each the farthest from its nearest centre.
+def kcenter_farthest_first(features: np.ndarray, k: int, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center from centre ``first``: k distinct positions, and each one's distance when chosen.
 
     The plain greedy (running minimum updated by one distance pass per step),
     with passes pruned by the triangle inequality: a point whose current
     nearest centre a lies at distance >= 2 m from the new centre c (m its
     current distance) is at least m from c, so its minimum cannot change and is
     not recomputed. Ties go to the lowest index; chosen points are never
-    picked again. Distances use the Gram expansion on centred data.
+    picked again. Distances use the Gram expansion on centred data. The
+    distances never increase (the first is inf): the covering radius after
+    each step is the next one.
     """
-    points = _as_float64(features)
+    points = as_float64(features)
     n = len(points)
     k = _budget(k, n)
     order = np.empty(k, dtype=np.int64)
+    reach = np.empty(k)
     if k == 0:
-        return order
+        return order, reach
     centred = points - points.mean(axis=0)
     sq_norms = np.einsum("ij,ij->i", centred, centred)
     centres = np.empty((k, points.shape[1]))
-    nearest = np.full(n, np.inf)  # squared distance to the nearest centre; -1 once chosen
+    nearest_sq = np.full(n, np.inf)  # squared distance to the nearest centre; -1 once chosen
     assigned = np.zeros(n, dtype=np.int64)  # which centre (by step) is the nearest
     pick = int(first)
     for t in range(k):
         order[t] = pick
+        reach[t] = np.sqrt(nearest_sq[pick])
         centre = centred[pick]
         centres[t] = centre
         if t == 0:
@@ -207,25 +262,30 @@ def kcenter_order(features: np.ndarray, k: int, first: int) -> np.ndarray:
             between = sq_norms[order[:t]] + sq_norms[pick] - 2.0 * (centres[:t] @ centre)
             # a relative margin keeps the pruning safe against rounding of the expansion
             between -= 1e-9 * (sq_norms[order[:t]] + sq_norms[pick])
-            candidates = np.flatnonzero(between[assigned] <= 4.0 * nearest)
+            candidates = np.flatnonzero(between[assigned] <= 4.0 * nearest_sq)
         squared = sq_norms[candidates] + sq_norms[pick] - 2.0 * (centred[candidates] @ centre)
-        closer = squared < nearest[candidates]
-        nearest[candidates[closer]] = np.maximum(squared[closer], 0.0)
+        closer = squared < nearest_sq[candidates]
+        nearest_sq[candidates[closer]] = np.maximum(squared[closer], 0.0)
         assigned[candidates[closer]] = t
-        nearest[pick] = -1.0
-        pick = int(np.argmax(nearest))
-    return order
+        nearest_sq[pick] = -1.0
+        pick = int(np.argmax(nearest_sq))
+    return order, reach
+
+
+def kcenter_order(features: np.ndarray, k: int, first: int) -> np.ndarray:
+    """The positions of ``kcenter_farthest_first`` (the greedy k-center order from ``first``)."""
+    return kcenter_farthest_first(features, k, first)[0]
 
 
 def kcenter_radius(features: np.ndarray, indices: np.ndarray) -> float:
     """Covering radius max_i min_{s in indices} ||h_i - h_s|| (0 for an empty pool, inf with no centres)."""
-    points = _as_float64(features)
+    points = as_float64(features)
     indices = np.asarray(indices, dtype=np.int64)
     if len(points) == 0:
         return 0.0
     if len(indices) == 0:
         return float("inf")
-    distance, _ = _nearest(points, points[indices])
+    distance, _ = nearest(points, points[indices])
     return float(distance.max())
 
 
@@ -236,167 +296,91 @@ class KCenter(SelectorBase):
 
     The first centre is drawn from the generator; the greedy choice gives a
     covering radius at most twice the optimum. Weights are 1.
+
+    ``partitions`` > 1 (for large pools): the pool is split into that many
+    k-means cells (``methods.partitions``); round 1 runs the greedy in each cell
+    (first centre from the generator) for ceil(oversample x the cell's share)
+    steps, recording each pick's distance; round 2 keeps the k largest of those
+    distances over all cells. That is exactly the greedy k-center with each
+    sample covered only by centres of its own cell, so: radius <= twice the
+    optimum of that cell-restricted problem, and the pool's radius is at most
+    the largest recorded distance left out. There is no worst-case factor
+    against the unrestricted optimum (cells that split a cluster cost the
+    most); one cell gives exactly the exact greedy. A stochastic greedy does not
+    apply: a step's cost is the distance update over every sample, not the
+    choice among candidates.
     """
+
+    partitions: int = 1
+    oversample: float = 2.0
+    parallel: str = "auto"
+
+    def __post_init__(self) -> None:
+        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         n = len(pool)
         k = _budget(budget, n)
         if k == 0:
             return Selection.empty()
-        first = int(rng.integers(n))
-        return Selection.of(kcenter_order(pool.features, k, first))
+        points = as_float64(pool.features)
+        (group,) = _groups([(np.arange(n), k)], points, self.partitions, self.oversample, rng)
+        work = [
+            (points[cell], kappa, int(rng.integers(len(cell))))
+            for cell, kappa in zip(group.cells, group.candidates, strict=True)
+        ]
+        rounds = cells.run_cells(kcenter_farthest_first, work, self.parallel, self.partitions > 1)
+        indices = [c[order] for c, (order, _) in zip(group.cells, rounds, strict=True)]
+        cell, position = cells.merge_by_value([reach for _, reach in rounds], k, indices)
+        return Selection.of([group.cells[c][rounds[c][0][p]] for c, p in zip(cell, position, strict=True)])
 
 
 # --------------------------------------------------------------------------- CRAIG (facility location)
 
 
-def _similarity_offset(centred: np.ndarray) -> float:
-    """c >= every pairwise distance: twice the largest distance to the mean (triangle inequality).
-
-    The greedy choice does not depend on c once c bounds the distances, and this
-    bound costs one pass instead of all pairs.
-    """
-    if len(centred) == 0:
-        return 0.0
-    radius = float(np.sqrt(np.einsum("ij,ij->i", centred, centred).max()))
-    return 2.0 * radius * (1.0 + 1e-9)
-
-
-class _FacilityRows:
-    """Rows s_j. = c - ||g_j - g_.|| of one class's similarity, with a bounded cache of rows.
-
-    A class of at most ``dense_max`` members is computed whole up front. A
-    larger class is matrix-free: rows are computed on demand (chunked matrix
-    products) and at most dense_max^2 values are kept, for the candidates that
-    the lazy greedy has evaluated most often (they tend to be evaluated again:
-    outliers whose gains shrink slowly stay near the top of the heap).
-    float64 throughout, so that near-equal gains are ordered as the naive
-    greedy orders them.
-    """
-
-    def __init__(self, grads: np.ndarray, dense_max: int) -> None:
-        self.centred = grads - grads.mean(axis=0)
-        self.centred_t = np.ascontiguousarray(self.centred.T)
-        self.offset = _similarity_offset(self.centred)
-        self.sq_norms = np.einsum("ij,ij->i", self.centred, self.centred)
-        self.size = n = len(grads)
-        self.dense = n <= dense_max
-        capacity = n if self.dense else max(1, dense_max * dense_max // n)
-        # start with the first rows cached, computed in place: all of them for a dense class
-        self.cache = np.empty((capacity, n))
-        for block in _row_blocks(capacity, n):
-            self._compute(np.arange(capacity)[block], out=self.cache[block])
-        self.owner = np.arange(capacity)  # candidate held by each cache row
-        self.slot_of = np.full(n, -1, dtype=np.int64)  # cache row holding candidate j, -1: none
-        self.slot_of[:capacity] = self.owner
-        self.evaluations = np.zeros(n, dtype=np.int64)
-
-    def _compute(self, candidates: np.ndarray, out: np.ndarray) -> np.ndarray:
-        # ||a||^2 + ||b||^2 - 2 a.b on centred data, then c - sqrt(.)
-        if len(candidates) == 1:
-            # BLAS sends a one-row product to gemv, whose rounding differs from gemm's; two rows keep
-            # every row bit-identical however it is batched, so ties break as in the naive greedy.
-            out[:] = (self.centred[np.repeat(candidates, 2)] @ self.centred_t)[:1]
-        else:
-            np.matmul(self.centred[candidates], self.centred_t, out=out)
-        out *= -2.0
-        out += self.sq_norms
-        out += self.sq_norms[candidates][:, None]
-        np.maximum(out, 0.0, out=out)
-        np.sqrt(out, out=out)
-        out[np.arange(len(candidates)), candidates] = 0.0  # exactly: a point covers itself fully
-        np.subtract(self.offset, out, out=out)
-        return out
-
-    def rows(self, candidates: np.ndarray, count: bool = True) -> np.ndarray:
-        """A fresh array with the rows of ``candidates`` (distinct); ``count`` records an evaluation."""
-        slots = self.slot_of[candidates]
-        if count:
-            self.evaluations[candidates] += 1
-        if np.all(slots >= 0):
-            return self.cache[slots]
-        out = np.empty((len(candidates), self.size))
-        missing = np.flatnonzero(slots < 0)
-        for block in _row_blocks(len(missing), self.size):
-            rows = missing[block]
-            out[rows] = self._compute(candidates[rows], out=np.empty((len(rows), self.size)))
-        present = np.flatnonzero(slots >= 0)
-        out[present] = self.cache[slots[present]]
-        self._admit(candidates[missing], out[missing], protected=slots[present])
-        return out
-
-    def _admit(self, new: np.ndarray, new_rows: np.ndarray, protected: np.ndarray) -> None:
-        """Cache new rows in place of less evaluated ones; the rows just served stay."""
-        count = min(len(new), len(self.owner) - len(protected))
-        if count <= 0:
-            return
-        standing = self.evaluations[self.owner]
-        standing[protected] = np.iinfo(np.int64).max
-        victims = np.argpartition(standing, count - 1)[:count]
-        victims = victims[np.argsort(standing[victims], kind="stable")]
-        ranked = np.argsort(-self.evaluations[new], kind="stable")[:count]
-        admit = self.evaluations[new[ranked]] > standing[victims]
-        victims, ranked = victims[admit], ranked[admit]
-        self.slot_of[self.owner[victims]] = -1
-        self.cache[victims] = new_rows[ranked]
-        self.owner[victims] = new[ranked]
-        self.slot_of[new[ranked]] = victims
-
-    def gains(self, candidates: np.ndarray, covered: np.ndarray, count: bool = True) -> np.ndarray:
-        """F(S + j) - F(S) = sum_i max(0, s_ji - covered_i) for each candidate j."""
-        excess = self.rows(candidates, count)
-        np.subtract(excess, covered, out=excess)
-        np.maximum(excess, 0.0, out=excess)
-        # numpy sums each row pairwise in the same order whatever the batch, so bounds stay monotone
-        return excess.sum(axis=1)
-
-
-def facility_similarity(grads: np.ndarray) -> np.ndarray:
-    """The dense similarity matrix s_ji = c - ||g_j - g_i|| that CRAIG uses on one class (small sets only)."""
-    grads = _as_float64(grads)
-    rows = _FacilityRows(grads, dense_max=len(grads))
-    return rows.rows(np.arange(len(grads)), count=False)
-
-
-def _lazy_greedy_facility_location(rows: _FacilityRows, k: int) -> list[int]:
-    """Maximise F(S) = sum_i max_{j in S} s_ji by Minoux's lazy greedy; equals the naive greedy.
-
-    The heap holds (-gain bound, index, step the bound was computed at). Gains
-    only shrink as S grows (submodularity; the rounding is monotone too, each
-    row being summed in the same order), so a bound computed at the current
-    step that tops the heap is the true maximum; ties go to the lower index,
-    as in the naive greedy. Stale tops are refreshed in batches that double
-    while the same step keeps needing refreshes (one matrix product per batch).
-    """
-    n = rows.size
-    covered = np.zeros(n)
-    everyone = np.arange(n)
-    initial = np.concatenate([rows.gains(everyone[b], covered, count=False) for b in _row_blocks(n, n)])
-    heap = [(-float(gain), j, 0) for j, gain in enumerate(initial)]
-    heapq.heapify(heap)
-    chosen: list[int] = []
-    batch = 1
-    while len(chosen) < k:
-        _, j, step = heapq.heappop(heap)
-        if step == len(chosen):
-            chosen.append(j)
-            np.maximum(covered, rows.rows(np.array([j]))[0], out=covered)
-            batch = 1
-            continue
-        stale = [j]
-        while heap and len(stale) < batch and heap[0][2] != len(chosen):
-            stale.append(heapq.heappop(heap)[1])
-        for candidate, gain in zip(stale, rows.gains(np.array(stale), covered), strict=True):
-            heapq.heappush(heap, (-float(gain), candidate, len(chosen)))
-        batch = min(2 * batch, 64)
-    return chosen
+OPTIMIZERS: tuple[str, ...] = ("lazy", "stochastic")
 
 
 def _craig_weights(grads: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Cluster sizes: how many members have each chosen element as their most similar (nearest) one."""
-    _, nearest = _nearest(grads, grads[chosen])
-    nearest[chosen] = np.arange(len(chosen))  # a chosen element is its own nearest, even among duplicates
-    return np.bincount(nearest, minlength=len(chosen)).astype(np.float32)
+    _, closest = nearest(grads, grads[chosen])
+    closest[chosen] = np.arange(len(chosen))  # a chosen element is its own nearest, even among duplicates
+    return np.bincount(closest, minlength=len(chosen)).astype(np.float32)
+
+
+def _cell_weights(
+    grads: np.ndarray, class_cells: list[np.ndarray], cell_of_chosen: np.ndarray, chosen: np.ndarray
+) -> np.ndarray:
+    """CRAIG's weights when each member is served within its cell: its nearest chosen element there.
+
+    Members of a cell none of whose candidates was kept count for their
+    nearest chosen element anywhere. With one cell: ``_craig_weights``.
+    """
+    if len(class_cells) == 1:
+        return _craig_weights(grads, chosen)
+    weights = np.zeros(len(chosen), dtype=np.float32)
+    orphans = []
+    for c, cell in enumerate(class_cells):
+        mine = np.flatnonzero(cell_of_chosen == c)
+        if len(mine) == 0:
+            orphans.append(cell)
+            continue
+        # a chosen element is a member of its own cell: position of each chosen in the cell
+        local = np.searchsorted(cell, chosen[mine])
+        weights[mine] += _craig_weights(grads[cell], local)
+    if orphans:
+        _, closest = nearest(grads[np.concatenate(orphans)], grads[chosen])
+        weights += np.bincount(closest, minlength=len(chosen)).astype(np.float32)
+    return weights
+
+
+def _facility_location_cell(
+    grads: np.ndarray, k: int, offset: float, dense_max: int, optimizer: str, epsilon: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Round 1 of CRAIG in one cell: k positions in the order chosen, and each one's gain."""
+    if optimizer == "stochastic":
+        return stochastic_greedy(grads, k, epsilon, np.random.default_rng(seed), dense_max, offset)
+    return lazy_greedy(grads, k, dense_max, offset)
 
 
 def facility_location_value(
@@ -408,13 +392,13 @@ def facility_location_value(
     classes of each class's F on its own members and its own chosen indices,
     which is what per-class CRAIG maximises.
     """
-    grads = _as_float64(grads)
+    grads = as_float64(grads)
     indices = np.asarray(indices, dtype=np.int64)
     if labels is None:
         if len(indices) == 0:
             return 0.0
-        offset = _similarity_offset(grads - grads.mean(axis=0))
-        distance, _ = _nearest(grads, grads[indices])
+        offset = similarity_offset(grads - grads.mean(axis=0))
+        distance, _ = nearest(grads, grads[indices])
         return float(np.sum(offset - distance))
     labels = np.asarray(labels)
     total = 0.0
@@ -430,31 +414,108 @@ def facility_location_value(
 class Craig(SelectorBase):
     """CRAIG (Mirzasoleiman et al. 2020): per class, lazy-greedy facility location on gradients.
 
-    Similarity s_ij = c - ||g_i - g_j|| with c >= the class's largest distance.
-    Classes up to ``dense_max`` members use a dense similarity matrix; larger
-    ones compute rows on demand (matrix-free), with the same greedy result.
+    Similarity s_ij = c - ||g_i - g_j|| with c >= the class's largest distance;
+    exactly the naive greedy's choices, (1 - 1/e)-optimal. Weight of j = how
+    many class members have j as their nearest chosen element. Classes up to
+    ``dense_max`` members use a dense similarity matrix (at most 8 dense_max^2
+    bytes: 200 MB at the default; 8192 makes it 512 MiB and classes of up to
+    8192 members about twice as fast); larger ones compute rows on demand in
+    blocks, with a cache of at most dense_max^2 values, and never hold the
+    n x n matrix. Both give the same choices.
+
+    Options for large classes (defaults: exact):
+
+    - ``optimizer = "stochastic"``: stochastic greedy (Mirzasoleiman et al.
+      2015, "Lazier than lazy greedy"): each step the best of
+      ceil(n/k ln(1/epsilon)) unchosen members drawn from the generator;
+      E[F] >= (1 - 1/e - epsilon) F(OPT); rows on demand, never the n x n matrix.
+    - ``partitions`` > 1: two rounds over k-means cells of each class
+      (``methods.partitions``, GreeDi-style): round 1 runs the greedy in each
+      cell for ceil(oversample x the cell's share) picks, on that cell's members
+      only (with the class's c), recording each gain; round 2 keeps the k
+      largest gains. That is exactly the greedy on F_cells(S) = sum_i max over
+      chosen j *of i's cell* of s_ij, a lower bound of F(S), so F(S) >= F_cells(S)
+      >= (1 - 1/e) max F_cells; no worst-case factor against max F (measured in
+      ``results/perf``). Weights count each member for its nearest chosen element
+      in its cell. One cell gives exactly the exact greedy.
     """
 
     needs_grads = True
     dense_max: int = 5000
+    optimizer: str = "lazy"
+    epsilon: float = 0.01
+    partitions: int = 1
+    oversample: float = 2.0
+    parallel: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dense_max < 0:
             raise ValueError(f"dense_max must be >= 0, got {self.dense_max}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
+        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         grads = _require_grads(pool, "craig")
-
-        def choose(members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            class_grads = grads[members]
-            rows = _FacilityRows(class_grads, self.dense_max)
-            chosen = np.asarray(_lazy_greedy_facility_location(rows, k), dtype=np.int64)
-            return chosen, _craig_weights(class_grads, chosen)
-
-        return _per_class(pool, budget, choose)
+        groups = _groups(_class_sets(pool, budget), grads, self.partitions, self.oversample, rng)
+        stochastic = self.optimizer == "stochastic"
+        work = []
+        for group in groups:
+            class_grads = grads[group.members]
+            offset = similarity_offset(class_grads - class_grads.mean(axis=0))
+            for cell, kappa in zip(group.cells, group.candidates, strict=True):
+                seed = int(rng.integers(2**63)) if stochastic else 0
+                options = (self.dense_max, self.optimizer, self.epsilon, seed)
+                work.append((class_grads[cell], kappa, offset, *options))
+        rounds = iter(cells.run_cells(_facility_location_cell, work, self.parallel, self.partitions > 1))
+        parts = []
+        for group in groups:
+            found = [next(rounds) for _ in group.cells]
+            indices = [c[order] for c, (order, _) in zip(group.cells, found, strict=True)]
+            cell, position = cells.merge_by_value([gains for _, gains in found], group.budget, indices)
+            chosen = np.array(
+                [group.cells[c][found[c][0][p]] for c, p in zip(cell, position, strict=True)],
+                dtype=np.int64,
+            )
+            weights = _cell_weights(grads[group.members], group.cells, cell, chosen)
+            parts.append((group.members[chosen], weights))
+        return _selection(parts)
 
 
 # --------------------------------------------------------------------------- GradMatch (NN-OMP)
+
+
+# The LAPACK routines scipy.linalg's solve_triangular, cholesky and cho_solve call, called as they call
+# them (same arguments, so the same arithmetic) without their checks: an OMP step makes a few of these
+# tiny calls, and the wrappers cost more than the work.
+_TRTRS, _POTRF, _POTRS = lapack.get_lapack_funcs(("trtrs", "potrf", "potrs"), (np.zeros((1, 1)),))
+
+
+def _solve_lower(factor: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """scipy.linalg.solve_triangular(factor, column, lower=True)."""
+    if factor.flags.f_contiguous:
+        solution, info = _TRTRS(factor, column, lower=True, trans=0)
+    else:  # trtrs wants Fortran order: solve the transposed system, as scipy does
+        solution, info = _TRTRS(factor.T, column, lower=False, trans=1)
+    if info > 0:
+        raise LinAlgError(f"singular matrix: resolution failed at diagonal {info - 1}")
+    return solution
+
+
+def _cholesky_lower(block: np.ndarray) -> np.ndarray:
+    """scipy.linalg.cholesky(block, lower=True)."""
+    factor, info = _POTRF(block, lower=True, overwrite_a=False, clean=True)
+    if info > 0:
+        raise LinAlgError(f"{info}-th leading minor of the array is not positive definite")
+    return factor
+
+
+def _cho_solve_lower(factor: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """scipy.linalg.cho_solve((factor, True), values)."""
+    solution, _ = _POTRS(factor, values, lower=True, overwrite_b=False)
+    return solution
 
 
 class _GramNNLS:
@@ -489,7 +550,7 @@ class _GramNNLS:
     def _enter(self, variable: int) -> bool:
         """Extend the factor by one variable; False if it is (numerically) dependent on the passive set."""
         column = self.gram[self.passive, variable]
-        below = linalg.solve_triangular(self.factor, column, lower=True) if self.passive else column[:0]
+        below = _solve_lower(self.factor, column) if self.passive else column[:0]
         pivot = self.gram[variable, variable] - float(below @ below)
         if pivot <= 1e-12 * max(self.gram[variable, variable], 1e-300):
             return False
@@ -504,7 +565,7 @@ class _GramNNLS:
 
     def _refactor(self) -> None:
         block = self.gram[np.ix_(self.passive, self.passive)]
-        self.factor = linalg.cholesky(block, lower=True) if self.passive else np.zeros((0, 0))
+        self.factor = _cholesky_lower(block) if self.passive else np.zeros((0, 0))
 
     def solve(self) -> np.ndarray:
         s = self.size
@@ -526,7 +587,7 @@ class _GramNNLS:
                 blocked[entering] = True
                 continue
             while True:
-                trial = linalg.cho_solve((self.factor, True), linear[self.passive])
+                trial = _cho_solve_lower(self.factor, linear[self.passive])
                 if np.all(trial > 0):
                     weights[self.passive] = trial
                     break
@@ -550,16 +611,9 @@ class _GramNNLS:
         return weights.copy()
 
 
-def gradmatch_omp(grads: np.ndarray, budget: int, ridge: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative OMP (GradMatch; Killamsetty et al. 2021) for one class, without the random fill.
-
-    Target G = sum_i g_i. Each step adds the unchosen j maximising <g_j, r>
-    (stopping when that is <= 0, up to rounding), then solves
-    w = argmin_{w>=0} ||G - sum_s w_s g_s||^2 + ridge ||w||^2 and sets
-    r = G - sum_s w_s g_s. Returns the positions in the order chosen (at most
-    ``budget``; fewer if it stopped early) and their weights (some may be 0).
-    """
-    grads = _as_float64(grads)
+def _omp_steps(grads: np.ndarray, budget: int, ridge: float) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Non-negative OMP towards the sum of the rows: (positions so far, their weights) after each pick."""
+    grads = as_float64(grads)
     n = len(grads)
     k = _budget(budget, n)
     target = grads.sum(axis=0)
@@ -571,13 +625,12 @@ def gradmatch_omp(grads: np.ndarray, budget: int, ridge: float = 0.5) -> tuple[n
     chosen: list[int] = []
     available = np.ones(n, dtype=bool)
     residual = target.copy()
-    weights = np.zeros(0)
     for step in range(k):
         correlation = grads @ residual
         correlation[~available] = -np.inf
         pick = int(np.argmax(correlation))
         if correlation[pick] <= 1e-12 * scale:  # <= 0 up to rounding noise of the residual
-            break
+            return
         row = grads[pick]
         solver.add(chosen_rows[:step] @ row, float(row @ row), float(row @ target))
         chosen_rows[step] = row
@@ -585,7 +638,57 @@ def gradmatch_omp(grads: np.ndarray, budget: int, ridge: float = 0.5) -> tuple[n
         available[pick] = False
         weights = solver.solve()
         residual = target - weights @ chosen_rows[: step + 1]
+        yield list(chosen), weights
+
+
+def gradmatch_omp(grads: np.ndarray, budget: int, ridge: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative OMP (GradMatch; Killamsetty et al. 2021) for one class, without the random fill.
+
+    Target G = sum_i g_i. Each step adds the unchosen j maximising <g_j, r>
+    (stopping when that is <= 0, up to rounding), then solves
+    w = argmin_{w>=0} ||G - sum_s w_s g_s||^2 + ridge ||w||^2 and sets
+    r = G - sum_s w_s g_s. Returns the positions in the order chosen (at most
+    ``budget``; fewer if it stopped early) and their weights (some may be 0).
+    """
+    chosen: list[int] = []
+    weights = np.zeros(0)
+    for chosen, weights in _omp_steps(grads, budget, ridge):  # noqa: B007 (the last step is the result)
+        pass
     return np.asarray(chosen, dtype=np.int64), weights
+
+
+def _batch_bounds(n: int, batch_size: int) -> np.ndarray:
+    """Start of each consecutive batch of ``batch_size`` members (the last may be smaller), then n."""
+    return np.append(np.arange(0, n, batch_size), n)
+
+
+def gradmatch_per_batch(
+    grads: np.ndarray, budget: int, batch_size: int, ridge: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """GradMatch over mini-batches (CORDS's per-batch variant) for one class, without the random fill.
+
+    The members, in pool order, form consecutive batches of ``batch_size`` (the
+    last may be smaller), as CORDS's sequential loader does; each batch is
+    represented by its mean gradient, and NN-OMP matches the sum of the batch
+    means. Batches are added until they hold ``budget`` members; the last one
+    added keeps only its first members up to the budget. Each member gets its
+    batch's weight. Returns (positions, weights): at most ``budget`` (fewer if
+    OMP stopped early). With ``batch_size`` 1 this is ``gradmatch_omp``.
+    """
+    grads = as_float64(grads)
+    bounds = _batch_bounds(len(grads), batch_size)
+    sizes = np.diff(bounds)
+    means = np.add.reduceat(grads, bounds[:-1], axis=0) / sizes[:, None] if len(grads) else grads
+    most = min(len(sizes), math.ceil(budget / batch_size) + 1)  # one batch may be short
+    batches: list[int] = []
+    weights = np.zeros(0)
+    for step in _omp_steps(means, most, ridge):
+        batches, weights = step
+        if sizes[batches].sum() >= budget:
+            break
+    positions = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in batches] or [np.zeros(0, int)])
+    member_weights = np.repeat(weights, sizes[batches]) if batches else np.zeros(0)
+    return positions[:budget].astype(np.int64), member_weights[:budget]
 
 
 def gradmatch_residual(
@@ -597,7 +700,7 @@ def gradmatch_residual(
     class's relative residual (its own G, its own chosen rows). A set whose
     G is 0 contributes the absolute residual instead.
     """
-    grads = _as_float64(grads)
+    grads = as_float64(grads)
     indices = np.asarray(indices, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
     if labels is None:
@@ -624,20 +727,32 @@ class GradMatch(SelectorBase):
     positive correlation with the residual), the rest of the class's budget is
     filled uniformly at random with weight 1, as CORDS does. Chosen elements
     whose NNLS weight is 0 stay selected with weight 0.
+
+    ``batch_size`` > 1 (for large classes): OMP over consecutive mini-batches of
+    each class's members, each represented by its mean gradient, as CORDS's
+    per-batch variant (``GradMatchPB``); every member of a chosen batch gets its
+    batch's weight, and the last batch chosen is cut to the budget. batch_size
+    times fewer candidates and OMP steps; the gradient is matched with whole
+    batches only, so the residual is that of the batch problem, with no bound
+    against the per-sample one (measured in ``results/perf``). batch_size = 1
+    is exactly the per-sample GradMatch.
     """
 
     needs_grads = True
     ridge: float = 0.5
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.ridge) and self.ridge >= 0):
             raise ValueError(f"ridge must be finite and >= 0, got {self.ridge}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         grads = _require_grads(pool, "gradmatch")
 
         def choose(members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            chosen, weights = gradmatch_omp(grads[members], k, self.ridge)
+            chosen, weights = gradmatch_per_batch(grads[members], k, self.batch_size, self.ridge)
             missing = k - len(chosen)
             if missing > 0:
                 unchosen = np.setdiff1d(np.arange(len(members)), chosen)
@@ -661,21 +776,21 @@ def ocs_scores(grads: np.ndarray, memory_grads: np.ndarray | None, tau: float) -
     sum_{j != i} cos(g_i, g_j) = u_i . sum_j u_j - ||u_i||^2. A zero vector has
     cosine 0 with everything.
     """
-    grads = _as_float64(grads)
+    grads = as_float64(grads)
     n = len(grads)
     if n == 0:
         return np.zeros(0)
-    unit = _unit_rows(grads)
-    similarity = unit @ _unit(grads.mean(axis=0))
+    normalised = unit_rows(grads)
+    similarity = normalised @ unit(grads.mean(axis=0))
     if n > 1:
-        others = unit @ unit.sum(axis=0) - np.einsum("ij,ij->i", unit, unit)
+        others = normalised @ normalised.sum(axis=0) - np.einsum("ij,ij->i", normalised, normalised)
         diversity = -others / (n - 1)
     else:
         diversity = np.zeros(1)
     if memory_grads is None or len(memory_grads) == 0:
         affinity = np.zeros(n)
     else:
-        affinity = unit @ _unit(_as_float64(memory_grads).mean(axis=0))
+        affinity = normalised @ unit(as_float64(memory_grads).mean(axis=0))
     return similarity + diversity + tau * affinity
 
 

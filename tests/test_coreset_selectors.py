@@ -18,8 +18,9 @@ import methods.coresets as coresets  # importing registers the five selectors
 from benchmark import registry
 from benchmark.contracts import SamplePool
 from benchmark.errors import UserError
+from methods import facility_location, partitions
 from methods.base import per_class_budgets
-from tools.perf_selectors import naive_greedy
+from tools.selector_references import naive_greedy
 
 NAMES = ("herding", "kcenter", "craig", "gradmatch", "ocs")
 PER_CLASS = ("herding", "craig", "gradmatch")
@@ -79,6 +80,12 @@ def test_registered_with_citation_and_capabilities() -> None:
 
 def test_parameters_are_keyword_only_and_checked() -> None:
     assert selector("gradmatch").ridge == 0.5
+    # every scalable option defaults to the exact selector
+    assert selector("gradmatch").batch_size == 1
+    assert selector("craig").optimizer == "lazy"
+    assert (
+        selector("craig").partitions == selector("kcenter").partitions == selector("herding").partitions == 1
+    )
     assert selector("ocs").tau == 1000.0
     assert selector("gradmatch", ridge=0.0).ridge == 0.0
     with pytest.raises(UserError):
@@ -89,6 +96,16 @@ def test_parameters_are_keyword_only_and_checked() -> None:
         selector("gradmatch", ridge=-1.0)
     with pytest.raises(ValueError):
         selector("craig", dense_max=-1)
+    for name, bad in [
+        ("craig", {"optimizer": "naive"}),
+        ("craig", {"epsilon": 0.0}),
+        ("craig", {"partitions": 0}),
+        ("kcenter", {"oversample": 0.5}),
+        ("herding", {"parallel": "threads"}),
+        ("gradmatch", {"batch_size": 0}),
+    ]:
+        with pytest.raises(ValueError):
+            selector(name, **bad)
 
 
 @pytest.mark.parametrize("name", NEEDS_GRADS)
@@ -106,9 +123,21 @@ def test_feature_selectors_need_no_grads(name: str) -> None:
     assert len(chosen.indices) == 4
 
 
+SCALABLE = [
+    ("craig", {"optimizer": "stochastic"}),
+    ("craig", {"partitions": 3}),
+    ("craig", {"partitions": 2, "optimizer": "stochastic", "oversample": 1.5, "dense_max": 3}),
+    ("kcenter", {"partitions": 3}),
+    ("kcenter", {"partitions": 4, "oversample": 1.0}),
+    ("herding", {"partitions": 3}),
+    ("gradmatch", {"batch_size": 4}),
+    ("gradmatch", {"batch_size": 7, "ridge": 0.0}),
+]
+
+
 @pytest.mark.parametrize(
     ("name", "params"),
-    [(name, {}) for name in NAMES] + [("craig", {"dense_max": 2}), ("gradmatch", {"ridge": 0.0})],
+    [(name, {}) for name in NAMES] + [("craig", {"dense_max": 2}), ("gradmatch", {"ridge": 0.0})] + SCALABLE,
     ids=str,
 )
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -583,3 +612,401 @@ def test_ocs_memory_affinity_steers_the_choice() -> None:
         selector("ocs").select(without, 10, np.random.default_rng(0)).indices,
         selector("ocs", tau=0.0).select(pool, 10, np.random.default_rng(0)).indices,
     )
+
+
+# --------------------------------------------------------------------------- facility location kernels
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 3),
+    n=st.integers(1, 3000) | st.integers(3000, 40000),
+    seed=SEEDS,
+)
+def test_compiled_gains_are_numpys_sums_bit_for_bit(rows: int, n: int, seed: int) -> None:
+    # the lazy greedy's exactness (and the choices of every committed cell) rests on this
+    rng = np.random.default_rng(seed)
+    block = rng.normal(size=(rows, n)) * 10 ** rng.uniform(-3, 3, size=(rows, n))
+    covered = rng.normal(size=n)
+    out = np.empty(rows)
+    facility_location._excess_sums(block, covered, out)
+    np.testing.assert_array_equal(out, np.maximum(block - covered, 0.0).sum(axis=1))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 130, 1044, 5064])
+def test_dense_similarity_matches_the_matrix_free_rows(n: int) -> None:
+    grads = gaussian_pool(n, n, 6).grads.astype(np.float64)
+    similarity, sums = facility_location.dense_similarity(grads)
+    rows = facility_location.FacilityRows(grads, dense_max=n)
+    np.testing.assert_array_equal(similarity, rows.rows(np.arange(n), count=False))
+    np.testing.assert_array_equal(sums, similarity.sum(axis=1))
+
+
+# --------------------------------------------------------------------------- stochastic greedy
+
+
+def test_stochastic_sample_size_is_n_over_k_log_one_over_epsilon() -> None:
+    assert facility_location.stochastic_sample_size(1000, 100, 0.01) == math.ceil(10 * math.log(100))
+    assert facility_location.stochastic_sample_size(1000, 1, 0.01) == 1000  # at most n
+    assert facility_location.stochastic_sample_size(10, 0, 0.5) == 10
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 50), dim=st.integers(1, 6), classes=st.integers(1, 3))
+def test_stochastic_greedy_samples_everyone_when_epsilon_is_tiny(
+    seed: int, n: int, dim: int, classes: int
+) -> None:
+    # ln(1/eps) = 690 >= k: each sample holds every unchosen element, so it is the plain greedy
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = max(1, n // 2)
+    chosen = selector("craig", optimizer="stochastic", epsilon=1e-300).select(
+        pool, budget, np.random.default_rng(seed)
+    )
+    for label, share in per_class_budgets(pool.labels, budget).items():
+        members = np.flatnonzero(pool.labels == label)
+        expected = naive_greedy(coresets.facility_similarity(pool.grads[members]), share)
+        assert class_order(chosen.indices, pool.labels, label) == [int(members[i]) for i in expected]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, n=st.integers(5, 9), dim=st.integers(1, 3), k=st.integers(1, 3))
+def test_stochastic_greedy_within_one_minus_one_over_e_minus_epsilon_on_average(
+    seed: int, n: int, dim: int, k: int
+) -> None:
+    # Mirzasoleiman et al. 2015, Theorem 1: E[F(S)] >= (1 - 1/e - eps) F(OPT); the mean of 20 draws
+    pool = gaussian_pool(seed, n, dim)
+    epsilon = 0.3
+    optimal = max(
+        coresets.facility_location_value(pool.grads, list(s)) for s in itertools.combinations(range(n), k)
+    )
+    values = [
+        coresets.facility_location_value(
+            pool.grads,
+            selector("craig", optimizer="stochastic", epsilon=epsilon)
+            .select(pool, k, np.random.default_rng([seed, draw]))
+            .indices,
+        )
+        for draw in range(20)
+    ]
+    assert np.mean(values) >= (1 - 1 / math.e - epsilon) * optimal - 1e-9
+
+
+# --------------------------------------------------------------------------- partitioned selection
+
+
+def clustered(seed: int, n: int, dim: int, clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated Gaussian clusters: points [n, dim] float32 and each one's cluster."""
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(clusters, size=n)
+    centres = rng.normal(size=(clusters, dim)) * 40
+    return (centres[cluster] + rng.normal(size=(n, dim))).astype(np.float32), cluster
+
+
+def clustered_pool(seed: int, n: int, dim: int, clusters: int, classes: int = 1) -> SamplePool:
+    """A pool whose features and gradients are the same clustered points (k-means finds the clusters)."""
+    points, _ = clustered(seed, n, dim, clusters)
+    labels = np.sort(np.random.default_rng(seed + 1).integers(classes, size=n)).astype(np.int64)
+    return SamplePool(points, points.copy(), labels)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS, n=st.integers(0, 300), dim=st.integers(1, 5), cells=st.integers(1, 8))
+def test_kmeans_cells_partition_the_rows(seed: int, n: int, dim: int, cells: int) -> None:
+    points = np.random.default_rng(seed).normal(size=(n, dim))
+    found = partitions.kmeans_cells(points, cells, np.random.default_rng(seed))
+    assert 1 <= len(found) <= max(1, min(cells, n))
+    assert all(len(cell) > 0 for cell in found) or n == 0
+    assert all(np.all(np.diff(cell) > 0) for cell in found)
+    np.testing.assert_array_equal(np.sort(np.concatenate(found)), np.arange(n))
+    again = partitions.kmeans_cells(points, cells, np.random.default_rng(seed))
+    assert all(np.array_equal(a, b) for a, b in zip(found, again, strict=True))
+
+
+def test_kmeans_cells_find_separated_clusters() -> None:
+    points, cluster = clustered(3, 400, 4, clusters=4)
+    found = partitions.kmeans_cells(points, 4, np.random.default_rng(0))
+    assert len(found) == 4
+    assert sorted(len(np.unique(cluster[cell])) for cell in found) == [1, 1, 1, 1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    values=st.lists(
+        st.lists(st.floats(0, 100, allow_nan=False), min_size=0, max_size=12), min_size=1, max_size=5
+    ),
+    k=st.integers(0, 70),
+)
+def test_merge_by_value_takes_a_prefix_of_every_cell(values: list[list[float]], k: int) -> None:
+    descending = [np.sort(np.asarray(v))[::-1] for v in values]
+    indices = np.split(np.arange(sum(len(v) for v in values)), np.cumsum([len(v) for v in values])[:-1])
+    cell, position = partitions.merge_by_value(descending, k, indices)
+    assert len(cell) == min(k, sum(len(v) for v in values))
+    for c in range(len(values)):  # a prefix of each cell
+        assert sorted(position[cell == c].tolist()) == list(range(int(np.sum(cell == c))))
+    taken = np.array([descending[c][p] for c, p in zip(cell, position, strict=True)])
+    left = [v for c, d in enumerate(descending) for v in d[int(np.sum(cell == c)) :]]
+    assert np.all(np.diff(taken) <= 0)
+    assert not left or not len(taken) or taken.min() >= max(left)
+
+
+def test_cell_candidates_are_proportional_and_oversampled() -> None:
+    found = [np.arange(60), np.arange(30), np.arange(10)]
+    assert partitions.cell_budgets(found, 10, 2.0) == [12, 6, 2]
+    assert partitions.cell_budgets(found, 10, 100.0) == [60, 30, 10]  # at most the cell
+    assert partitions.cell_budgets(found, 3, 1.0) == [2, 1, 1]  # ceil: at least the budget in all
+    assert partitions.cell_budgets([np.arange(50)], 7, 3.0) == [7]  # one cell: the selection itself
+
+
+def class_cells(pool: SamplePool, points: np.ndarray, count: int, seed: int) -> list[tuple[np.ndarray, list]]:
+    """The cells each class is split into, drawn as the partitioned selectors draw them (class by class)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in sorted(np.unique(pool.labels)):
+        members = np.flatnonzero(pool.labels == label)
+        out.append((members, partitions.kmeans_cells(points[members], count, rng)))
+    return out
+
+
+@pytest.mark.parametrize("cell_count", [1, 3])
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 120), classes=st.integers(1, 2), fraction=st.floats(0.05, 0.6))
+def test_partitioned_craig_is_the_greedy_on_the_cell_restricted_objective(
+    cell_count: int, seed: int, n: int, classes: int, fraction: float
+) -> None:
+    # With every member a candidate (huge oversample), round 2 must be the naive greedy on
+    # F_cells(S) = sum_i max over chosen j of i's own cell of s_ij (c of the class); one cell: exact CRAIG.
+    pool = clustered_pool(seed, n, 3, clusters=4, classes=classes)
+    budget = max(1, round(fraction * n))
+    chosen = selector("craig", partitions=cell_count, oversample=1e9).select(
+        pool, budget, np.random.default_rng(seed)
+    )
+    shares = per_class_budgets(pool.labels, budget)
+    for members, found in class_cells(pool, pool.grads, cell_count, seed):
+        g = pool.grads[members].astype(np.float64)
+        offset = facility_location.similarity_offset(g - g.mean(axis=0))
+        block = np.zeros((len(members), len(members)))
+        for cell in found:
+            block[np.ix_(cell, cell)] = facility_location.dense_similarity(g[cell], offset)[0]
+        expected = naive_greedy(block, shares[int(pool.labels[members[0]])])
+        assert class_order(chosen.indices, pool.labels, pool.labels[members[0]]) == members[expected].tolist()
+        if cell_count == 1:
+            exact = naive_greedy(coresets.facility_similarity(g), len(expected))
+            assert expected == exact
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 200), cell_count=st.integers(2, 5), fraction=st.floats(0.02, 0.5))
+def test_partitioned_craig_weights_count_members_for_their_nearest_chosen_in_their_cell(
+    seed: int, n: int, cell_count: int, fraction: float
+) -> None:
+    pool = clustered_pool(seed, n, 3, clusters=4)
+    budget = max(1, round(fraction * n))
+    chosen = selector("craig", partitions=cell_count).select(pool, budget, np.random.default_rng(seed))
+    assert chosen.weights.sum() == n
+    ((_, found),) = class_cells(pool, pool.grads, cell_count, seed)
+    g = pool.grads.astype(np.float64)
+    expected = np.zeros(len(chosen.indices))
+    for cell in found:
+        mine = np.flatnonzero(np.isin(chosen.indices, cell))
+        pool_of = mine if len(mine) else np.arange(len(chosen.indices))  # a cell left without: anywhere
+        closest = pool_of[np.argmin(cdist(g[cell], g[chosen.indices[pool_of]]), axis=1)]
+        closest[np.isin(cell, chosen.indices)] = [
+            int(np.flatnonzero(chosen.indices == i)[0]) for i in cell[np.isin(cell, chosen.indices)]
+        ]
+        expected += np.bincount(closest, minlength=len(chosen.indices))
+    np.testing.assert_array_equal(chosen.weights, expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 150), cell_count=st.integers(1, 4), fraction=st.floats(0.02, 0.5))
+def test_partitioned_kcenter_is_the_greedy_with_cell_restricted_coverage(
+    seed: int, n: int, cell_count: int, fraction: float
+) -> None:
+    pool = clustered_pool(seed, n, 3, clusters=3)
+    k = max(1, round(fraction * n))
+    chosen = selector("kcenter", partitions=cell_count, oversample=1e9).select(
+        pool, k, np.random.default_rng(seed)
+    )
+    # the reference: each cell starts from its drawn centre; then the farthest sample from the
+    # nearest centre of its own cell, over all cells
+    rng = np.random.default_rng(seed)
+    found = partitions.kmeans_cells(pool.features, cell_count, rng)
+    firsts = [int(cell[rng.integers(len(cell))]) for cell in found]
+    cell_of = np.empty(n, dtype=np.int64)
+    for c, cell in enumerate(found):
+        cell_of[cell] = c
+    x = pool.features.astype(np.float64)
+    order = sorted(firsts)[:k]  # every cell's first centre is infinitely far: lowest index first
+    while len(order) < k:
+        reach = np.full(n, -1.0)
+        for i in range(n):
+            own = [j for j in order if cell_of[j] == cell_of[i]]
+            reach[i] = np.inf if not own else np.linalg.norm(x[own] - x[i], axis=1).min()
+        reach[order] = -1.0
+        order.append(int(np.argmax(reach)))
+    assert chosen.indices.tolist() == order
+    if cell_count == 1:
+        first = int(np.random.default_rng(seed).integers(n))
+        assert order == reference_kcenter(pool.features, k, first)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 200), cell_count=st.integers(2, 5), fraction=st.floats(0.02, 0.5))
+def test_partitioned_kcenter_radius_is_at_most_the_cell_restricted_one(
+    seed: int, n: int, cell_count: int, fraction: float
+) -> None:
+    pool = gaussian_pool(seed, n, 3)
+    k = max(1, round(fraction * n))
+    chosen = selector("kcenter", partitions=cell_count).select(pool, k, np.random.default_rng(seed))
+    found = partitions.kmeans_cells(pool.features, cell_count, np.random.default_rng(seed))
+    restricted = max(
+        coresets.kcenter_radius(pool.features[cell], np.flatnonzero(np.isin(cell, chosen.indices)))
+        for cell in found
+    )
+    assert coresets.kcenter_radius(pool.features, chosen.indices) <= restricted + 1e-9
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 80), dim=st.integers(2, 5), classes=st.integers(1, 3))
+def test_partitioned_herding_with_one_cell_is_herding(seed: int, n: int, dim: int, classes: int) -> None:
+    pool = gaussian_pool(seed, n, dim, classes)
+    budget = max(1, n // 3)
+    exact = selector("herding").select(pool, budget, np.random.default_rng(0))
+    one_cell = selector("herding", partitions=1, oversample=5.0).select(
+        pool, budget, np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(exact.indices, one_cell.indices)
+
+
+def test_partitioned_herding_round_two_herds_the_candidates_towards_the_class_mean() -> None:
+    pool = clustered_pool(5, 300, 4, clusters=3)
+    budget = 30
+    chosen = selector("herding", partitions=3).select(pool, budget, np.random.default_rng(1))
+    found = partitions.kmeans_cells(
+        coresets.unit_rows(pool.features.astype(np.float64)), 3, np.random.default_rng(1)
+    )
+    h = unit(pool.features)
+    counts = partitions.cell_budgets(found, budget, 2.0)
+    candidates = np.concatenate(
+        [cell[coresets.herding_order(h[cell], kappa)] for cell, kappa in zip(found, counts, strict=True)]
+    )
+    assert set(chosen.indices) <= set(candidates.tolist())
+    order = np.searchsorted(np.sort(candidates), chosen.indices)
+    # herding over the candidates towards the mean of every member
+    target = h.mean(axis=0)
+    sub = h[np.sort(candidates)]
+    running = np.zeros(h.shape[1])
+    for t, pick in enumerate(order, start=1):
+        distances = np.linalg.norm(target - (running + sub) / t, axis=1)
+        distances[order[: t - 1]] = np.inf
+        assert distances[pick] <= distances.min() + 1e-12
+        running += sub[pick]
+
+
+@pytest.mark.parametrize("name", ["craig", "kcenter", "herding"])
+def test_parallel_ray_without_a_session_is_a_clear_error(name: str) -> None:
+    pool = gaussian_pool(0, 40, 3, classes=2)
+    with pytest.raises(UserError, match="Ray session"):
+        selector(name, partitions=2, parallel="ray").select(pool, 6, np.random.default_rng(0))
+
+
+@pytest.mark.slow
+def test_cells_on_ray_select_what_they_select_in_process() -> None:
+    ray = pytest.importorskip("ray")
+    pool = gaussian_pool(4, 3000, 8, classes=3)
+    cases = [
+        ("craig", {"partitions": 3}),
+        ("craig", {"partitions": 2, "optimizer": "stochastic"}),
+        ("kcenter", {"partitions": 3}),
+        ("herding", {"partitions": 3}),
+    ]
+    local = [selector(n, parallel="local", **p).select(pool, 300, np.random.default_rng(9)) for n, p in cases]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        remote = [selector(n, **p).select(pool, 300, np.random.default_rng(9)) for n, p in cases]  # "auto"
+    finally:
+        ray.shutdown()
+    for a, b in zip(local, remote, strict=True):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.weights, b.weights)
+
+
+# --------------------------------------------------------------------------- per-batch GradMatch
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=SEEDS,
+    n=st.integers(1, 60),
+    dim=st.integers(1, 6),
+    batch=st.integers(1, 9),
+    fraction=st.floats(0.05, 1),
+)
+def test_per_batch_gradmatch_is_omp_over_batch_means(
+    seed: int, n: int, dim: int, batch: int, fraction: float
+) -> None:
+    # CORDS's per-batch variant: consecutive batches of the members, OMP on their mean gradients
+    # (target: the sum of the means), batches added until they hold the budget, the last one cut.
+    grads = gaussian_pool(seed, n, dim).grads.astype(np.float64)
+    k = max(1, round(fraction * n))
+    positions, weights = coresets.gradmatch_per_batch(grads, k, batch, 0.5)
+    starts = np.arange(0, n, batch)
+    means = np.stack([grads[s : s + batch].mean(axis=0) for s in starts])
+    picked, _ = coresets.gradmatch_omp(means, len(starts), 0.5)
+    sizes = np.array([len(grads[s : s + batch]) for s in starts])
+    used = int(np.searchsorted(np.cumsum(sizes[picked]), k)) + 1 if len(picked) else 0
+    used = min(used, len(picked))
+    prefix = picked[:used].tolist()
+    expected = np.concatenate([np.arange(starts[b], starts[b] + sizes[b]) for b in prefix] or [np.zeros(0)])
+    np.testing.assert_array_equal(positions, expected[:k])
+    if prefix:
+        batch_weights = reference_weights(means, prefix, 0.5)
+        np.testing.assert_allclose(
+            weights, np.repeat(batch_weights, sizes[prefix])[:k], atol=1e-7 * (1 + batch_weights.max())
+        )
+
+
+def test_per_batch_gradmatch_with_batches_of_one_is_gradmatch() -> None:
+    pool = gaussian_pool(21, 300, 6, classes=3)
+    exact = selector("gradmatch").select(pool, 40, np.random.default_rng(3))
+    per_sample = coresets.gradmatch_omp(pool.grads[pool.labels == 0], 5, 0.5)
+    one = coresets.gradmatch_per_batch(pool.grads[pool.labels == 0], 5, 1, 0.5)
+    np.testing.assert_array_equal(per_sample[0], one[0])
+    np.testing.assert_array_equal(per_sample[1], one[1])
+    np.testing.assert_array_equal(
+        exact.indices, selector("gradmatch", batch_size=1).select(pool, 40, np.random.default_rng(3)).indices
+    )
+
+
+def test_per_batch_gradmatch_gives_each_member_its_batch_weight() -> None:
+    pool = gaussian_pool(8, 400, 5, classes=2)
+    chosen = selector("gradmatch", batch_size=8).select(pool, 64, np.random.default_rng(0))
+    for label in (0, 1):
+        members = np.flatnonzero(pool.labels == label)
+        mine = chosen.indices[np.isin(chosen.indices, members)]
+        batches = np.searchsorted(members, mine) // 8
+        for b in np.unique(batches):
+            assert len(np.unique(chosen.weights[np.isin(chosen.indices, mine[batches == b])])) == 1
+
+
+# --------------------------------------------------------------------------- grids
+
+
+@pytest.mark.parametrize("name", ["herding", "kcenter", "craig", "gradmatch"])
+def test_the_options_at_their_exact_values_keep_the_cell_names(name: str) -> None:
+    # A grid resolves every constructor default into selector_params; the options added for large
+    # pools must not rename the committed cells of the exact selectors (benchmark.config, LATER_*).
+    from benchmark.config import LATER_SELECTOR_PARAMS, CellConfig
+
+    spelled = {key: value for key, value in vars(selector(name)).items()}
+    assert set(LATER_SELECTOR_PARAMS) & set(spelled)
+    before = {key: value for key, value in spelled.items() if key not in LATER_SELECTOR_PARAMS}
+    for key in set(LATER_SELECTOR_PARAMS) & set(spelled):
+        assert spelled[key] == LATER_SELECTOR_PARAMS[key]  # the exact selector's value
+
+    def cell(params: dict) -> CellConfig:
+        return CellConfig("g", "split-shapes", {}, name, name, None, params, {}, 0.05, 1.0, 0)
+
+    assert cell(spelled).config_hash == cell(before).config_hash
+    changed = {**spelled, "partitions": 4} if "partitions" in spelled else {**spelled, "batch_size": 32}
+    assert cell(changed).config_hash != cell(before).config_hash

@@ -1,9 +1,20 @@
 """Training throughput when replaying a fraction t of each sample's tokens (a measurement, not a test).
 
 Core tokensets feed only their kept tokens to the model, so a replay step's
-cost should fall with t: attention is quadratic and the MLPs linear in the
-token count, so the blocks' time should approach t (a speed-up of 1/t) until
-fixed costs (CLS token, head, optimizer step) dominate.
+cost should fall with t. The model always sees the CLS token too, so the
+ceiling of the speed-up is (P + 1) / (ceil(t P) + 1): 17/5 = 3.4x at t = 1/4 on
+16 tokens, 65/17 = 3.8x on 64. Two measurements, one thread:
+
+- ``replay_throughput``: training steps (forward, backward, AdamW) on batches
+  of ``batch_size`` samples that all keep ceil(t P) tokens, against t = 1, with
+  AdamW's fused kernel (protocol 2's optimizer) and with its per-tensor loop
+  (protocol 1's);
+- ``replay_in_step``: the suite's own step, ``batch_size / 2`` new samples
+  (every token) plus as many replayed at t, one backward and one AdamW step;
+  ``replay_ms`` is what the replayed half adds to a step of new samples alone.
+
+Times are CPU seconds of this process (``time.process_time``: a machine shared
+with other jobs inflates them far less than wall time), best of ``repeats``.
 
     python -m tools.perf_replay        # writes results/perf/replay_throughput.{csv,md}
 """
@@ -12,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -31,82 +43,141 @@ SETTINGS = {
     "split-shapes (16 tokens)": BackboneSpec(32, 3, 8, "shapes-15"),
     "32×32, patch 4 (64 tokens)": BackboneSpec(32, 3, 4, "shapes-15"),
 }
+OPTIMIZERS = {"fused": True, "loop": False}  # AdamW's fused kernel (protocol 2) or per-tensor loop (1)
 
 
-def steps_per_second(spec: BackboneSpec, fraction: float, batch_size: int, steps: int, repeats: int) -> float:
-    """Training steps a second (forward, backward, AdamW) on batches of ⌈t·P⌉ tokens; best of repeats."""
-    generator = seeded_generator(0, 99)
+def ideal_speedup(fraction: float, tokens: int) -> float:
+    """(P + 1) / (ceil(t P) + 1): the token-count ratio, CLS included."""
+    return (tokens + 1) / (kept_token_count(fraction, tokens) + 1)
+
+
+def _batch(
+    spec: BackboneSpec, kept: int, size: int, generator: torch.Generator
+) -> tuple[TokenBatch, torch.Tensor]:
+    patch_bytes = spec.channels * spec.patch_size**2
+    patches = torch.randint(0, 256, (size, kept, patch_bytes), dtype=torch.uint8, generator=generator)
+    positions = torch.rand(size, spec.tokens, generator=generator).argsort(dim=1)[:, :kept]
+    return TokenBatch(patches, positions), torch.randint(0, 10, (size,), generator=generator)
+
+
+def _model_and_optimizer(spec: BackboneSpec, fused: bool) -> tuple[TokenViT, torch.optim.Optimizer]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = TokenViT(spec, num_classes=10)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    kept = kept_token_count(fraction, spec.tokens)
-    patch_bytes = spec.channels * spec.patch_size**2
-    patches = torch.randint(0, 256, (batch_size, kept, patch_bytes), dtype=torch.uint8, generator=generator)
-    positions = torch.rand(batch_size, spec.tokens, generator=generator).argsort(dim=1)[:, :kept]
-    labels = torch.randint(0, 10, (batch_size,), generator=generator)
-    batch = TokenBatch(patches, positions)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
 
-    def step() -> None:
-        loss = F.cross_entropy(model(batch), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
-    for _ in range(3):  # warm-up
+def _best_ms(step: Callable[[], None], steps: int, repeats: int) -> float:
+    """CPU milliseconds a step, best of ``repeats`` runs of ``steps`` steps (after three warm-up steps)."""
+    for _ in range(3):
         step()
     best = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(steps):
             step()
-        best = min(best, time.perf_counter() - started)
-    return steps / best
+        best = min(best, time.process_time() - started)
+    return 1e3 * best / steps
 
 
-def run_replay_perf(batch_size: int = 64, steps: int = 20, repeats: int = 3) -> pd.DataFrame:
-    rows = []
+def step_ms(
+    spec: BackboneSpec, parts: list[tuple[float, int]], fused: bool, steps: int, repeats: int
+) -> float:
+    """One training step on batches of (token fraction, samples): their losses added, one backward."""
+    generator = seeded_generator(0, 99)
+    model, optimizer = _model_and_optimizer(spec, fused)
+    batches = [_batch(spec, kept_token_count(t, spec.tokens), size, generator) for t, size in parts]
+
+    def step() -> None:
+        loss = sum(F.cross_entropy(model(batch), labels) for batch, labels in batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+
+    return _best_ms(step, steps, repeats)
+
+
+def run_replay_perf(
+    batch_size: int = 64, steps: int = 20, repeats: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    throughput, in_step = [], []
     for setting, spec in SETTINGS.items():
-        full = None
+        for optimizer, fused in OPTIMIZERS.items():
+            full = None
+            for fraction in FRACTIONS:
+                ms = step_ms(spec, [(fraction, batch_size)], fused, steps, repeats)
+                full = full or ms
+                speedup = full / ms
+                ideal = ideal_speedup(fraction, spec.tokens)
+                throughput.append(
+                    {
+                        "setting": setting,
+                        "optimizer": optimizer,
+                        "token_fraction": fraction,
+                        "tokens": kept_token_count(fraction, spec.tokens),
+                        "steps_per_second": round(1e3 / ms, 2),
+                        "speedup": round(speedup, 2),
+                        "ideal_speedup": round(ideal, 2),
+                        "of_ideal": round(speedup / ideal, 3),
+                    }
+                )
+        half = batch_size // 2
+        alone = step_ms(spec, [(1.0, half)], True, steps, repeats)
+        replay_full = None
         for fraction in FRACTIONS:
-            rate = steps_per_second(spec, fraction, batch_size, steps, repeats)
-            full = full or rate
-            rows.append(
+            replay_ms = step_ms(spec, [(1.0, half), (fraction, half)], True, steps, repeats) - alone
+            replay_full = replay_full or replay_ms
+            in_step.append(
                 {
                     "setting": setting,
                     "token_fraction": fraction,
-                    "tokens": kept_token_count(fraction, spec.tokens),
-                    "steps_per_second": round(rate, 2),
-                    "speedup": round(rate / full, 2),
-                    "ideal_speedup": round(spec.tokens / kept_token_count(fraction, spec.tokens), 2),
+                    "new_only_ms": round(alone, 2),
+                    "replay_ms": round(replay_ms, 2),
+                    "replay_speedup": round(replay_full / replay_ms, 2),
+                    "ideal_speedup": round(ideal_speedup(fraction, spec.tokens), 2),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(throughput), pd.DataFrame(in_step)
 
 
-def write_results(table: pd.DataFrame, directory: Path, batch_size: int) -> None:
+def write_results(throughput: pd.DataFrame, in_step: pd.DataFrame, directory: Path, batch_size: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(directory / "replay_throughput.csv", table.to_csv(index=False))
+    write_text_atomic(directory / "replay_throughput.csv", throughput.to_csv(index=False))
+    write_text_atomic(directory / "replay_in_step.csv", in_step.to_csv(index=False))
     header = (
         "# Replay throughput by token fraction\n\n"
         f"Training steps a second (batch {batch_size}, width 64, depth 4; forward, backward, AdamW) on "
-        f"{torch.get_num_threads()} CPU threads, best of 3; `speedup` = steps/s ÷ steps/s at t = 1, "
-        "`ideal_speedup` = tokens at t = 1 ÷ tokens kept.\n\n"
+        f"{torch.get_num_threads()} CPU thread(s), CPU time, best of 3; `speedup` = steps/s ÷ steps/s at "
+        "t = 1; `ideal_speedup` = (tokens + 1) ÷ (kept + 1), the CLS token included; `of_ideal` = "
+        "speedup ÷ ideal. `fused` is AdamW's fused kernel (protocol 2), `loop` its per-tensor loop.\n\n"
+    )
+    step_header = (
+        f"\n\n## The replayed half of the suite's step ({batch_size // 2} new + {batch_size // 2} "
+        "replayed)\n\n"
+        "`replay_ms` = CPU ms a step of new samples plus replayed ones takes beyond the new samples "
+        "alone (`new_only_ms`); `replay_speedup` = that at t = 1 ÷ that at t (fused AdamW).\n\n"
     )
     write_text_atomic(
         directory / "replay_throughput.md",
-        header + tabulate(table, headers="keys", tablefmt="pipe", showindex=False),
+        header
+        + tabulate(throughput, headers="keys", tablefmt="pipe", showindex=False)
+        + step_header
+        + tabulate(in_step, headers="keys", tablefmt="pipe", showindex=False)
+        + "\n",
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="samples a step (the suite: 32 + 32)")
+    parser.add_argument("--threads", type=int, default=1)
     arguments = parser.parse_args(argv)
-    table = run_replay_perf(arguments.batch_size)
-    write_results(table, arguments.out, arguments.batch_size)
-    print(tabulate(table, headers="keys", tablefmt="github", showindex=False))
+    torch.set_num_threads(arguments.threads)
+    throughput, in_step = run_replay_perf(arguments.batch_size)
+    write_results(throughput, in_step, arguments.out, arguments.batch_size)
+    print(tabulate(throughput, headers="keys", tablefmt="github", showindex=False))
+    print(tabulate(in_step, headers="keys", tablefmt="github", showindex=False))
 
 
 if __name__ == "__main__":

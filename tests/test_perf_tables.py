@@ -1,0 +1,69 @@
+"""The perf benchmarks' bookkeeping (not their timings): losses, gains kept, peer tables, ideals."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from tools import perf_replay, perf_selectors
+
+
+def test_loss_is_signed_by_the_objectives_direction() -> None:
+    craig, kcenter = perf_selectors.OBJECTIVES["craig"], perf_selectors.OBJECTIVES["kcenter"]
+    assert craig.maximise and not kcenter.maximise
+    assert perf_selectors._loss(craig, 99.0, 100.0) == pytest.approx(1.0)  # lower F: worse
+    assert perf_selectors._loss(kcenter, 10.1, 10.0) == pytest.approx(1.0)  # larger radius: worse
+    assert perf_selectors._loss(kcenter, 9.9, 10.0) == pytest.approx(-1.0)
+    assert math.isnan(perf_selectors._loss(craig, 1.0, float("nan")))
+
+
+def test_gain_kept_runs_from_random_to_exact() -> None:
+    assert perf_selectors._gain_kept(100.0, 100.0, 90.0) == pytest.approx(100.0)
+    assert perf_selectors._gain_kept(90.0, 100.0, 90.0) == pytest.approx(0.0)
+    assert perf_selectors._gain_kept(10.5, 10.0, 11.0) == pytest.approx(50.0)  # a radius: lower is better
+    assert math.isnan(perf_selectors._gain_kept(1.0, 2.0, 2.0))
+
+
+def row(n: int, selector: str, implementation: str, exact: bool, cpu: float, value: float, **extra) -> dict:
+    return {
+        "n": n,
+        "selector": selector,
+        "implementation": implementation,
+        "options": extra.get("options", ""),
+        "exact": exact,
+        "cpu_seconds": cpu,
+        "wall_seconds": cpu,
+        "kernel_seconds": extra.get("kernel", 0.0),
+        "value": value,
+        "exact_value": 100.0,
+        "loss_vs_exact_pct": 0.0,
+        "random_value": 90.0,
+        "gain_kept_pct": 100.0,
+    }
+
+
+def test_peer_table_compares_ours_with_the_fastest_exact_peer() -> None:
+    table = pd.DataFrame(
+        [
+            row(10, "craig", "ours", True, 1.0, 100.0),
+            row(10, "craig", "apricot", True, 3.0, 100.0, kernel=1.0),
+            row(10, "craig", "submodlib", True, 4.0, 100.0, kernel=1.0),
+            row(10, "craig", "ours", False, 0.5, 99.0, options="partitions=2"),
+            row(10, "ocs", "ours", True, 1.0, 1.0),  # no peer at this size: no row
+        ]
+    )
+    peers = perf_selectors.peer_table(table)
+    assert len(peers) == 1
+    (found,) = peers.to_dict("records")
+    assert found["fastest_peer"] == "apricot"
+    assert found["speedup"] == 3.0 and found["speedup_without_kernel"] == 2.0
+    options = perf_selectors.option_table(table)
+    assert options["options"].tolist() == ["partitions=2"]
+
+
+def test_replay_ideal_counts_the_cls_token() -> None:
+    assert perf_replay.ideal_speedup(0.25, 16) == pytest.approx(17 / 5)
+    assert perf_replay.ideal_speedup(0.25, 64) == pytest.approx(65 / 17)
+    assert perf_replay.ideal_speedup(1.0, 16) == 1.0
