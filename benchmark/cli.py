@@ -12,9 +12,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark import registry
 from benchmark.errors import UserError
+
+if TYPE_CHECKING:
+    from benchmark.pretrain import PretrainRecipe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GRIDS_DIR = REPO_ROOT / "grids"
@@ -105,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain the backbones the tasks need (weights/)")
     pretrain.add_argument(
         "--tasks", nargs="*", default=None, help="tasks whose backbones to make (default: all)"
+    )
+    pretrain.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        help="also make every backbone this grid's cells start from (repeatable; a path or a name)",
     )
     pretrain.add_argument("--force", action="store_true", help="remake weights that exist")
     pretrain.add_argument(
@@ -255,25 +265,47 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_pretrain(args: argparse.Namespace) -> int:
+    """Each task's default backbone (``--tasks``), or with ``--grid`` only the backbones the grids need."""
     from benchmark.pretrain import default_recipe, pretrain, weights_path
 
     if not 0.0 <= args.token_dropout < 1.0:
         raise UserError(f"--token-dropout must be in [0, 1), got {args.token_dropout:g}")
-    tasks = args.tasks or registry.names("task")
+    wanted: list[tuple[str, PretrainRecipe]] = []
+    if args.tasks is not None or not args.grid:
+        for task in args.tasks or registry.names("task"):
+            try:
+                stream = registry.create("task", task).build()
+            except UserError as error:  # a task that reads a user's data may be absent here
+                print(f"skip {task}: {error}")
+                continue
+            wanted.append((task, default_recipe(stream.backbone, args.token_dropout)))
+    for name in args.grid or []:
+        wanted += grid_recipes(name)
     made: set[str] = set()
-    for task in tasks:
-        try:
-            stream = registry.create("task", task).build()
-        except UserError as error:  # a task that reads a user's data may be absent here
-            print(f"skip {task}: {error}")
-            continue
-        recipe = default_recipe(stream.backbone, args.token_dropout)
+    for label, recipe in wanted:
         path = weights_path(recipe)
         if path.name in made:
             continue
         made.add(path.name)
         if path.exists() and not args.force:
-            print(f"{task}: {path} exists (recipe {recipe.recipe_hash})")
+            print(f"{label}: {path} exists (recipe {recipe.recipe_hash})")
             continue
-        print(f"{task}: wrote {pretrain(recipe)}")
+        print(f"{label}: wrote {pretrain(recipe)}")
     return 0
+
+
+def grid_recipes(name: str) -> list[tuple[str, PretrainRecipe]]:
+    """(task label, recipe) of every pretrained backbone a grid's cells start from, in cell order."""
+    from benchmark.cell import TaskCache
+    from benchmark.grid import load_grid
+    from benchmark.pretrain import default_recipe
+
+    grid = load_grid(resolve_grid_path(name))
+    cache = TaskCache()
+    recipes = []
+    for cell in grid.cells:
+        if cell.train.pretrained and not cell.train.backbone_weights:
+            spec = cache.get(cell.task, cell.task_params).backbone
+            label = f"{grid.name} {cell.task} ({spec.tokens} tokens)"
+            recipes.append((label, default_recipe(spec, cell.train.pretrain_token_dropout)))
+    return recipes

@@ -46,7 +46,7 @@ class TokenViT(nn.Module):
         super().__init__()
         self.spec = spec
         self.vit = VisionTransformer(
-            img_size=spec.image_size,
+            img_size=(spec.height, spec.image_size),
             patch_size=spec.patch_size,
             in_chans=spec.channels,
             num_classes=num_classes,
@@ -81,12 +81,16 @@ class TokenViT(nn.Module):
         assert isinstance(head, nn.Linear)
         return head
 
+    def token_embeddings(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 patches [B, K, C·p·p] → their embeddings [B, K, D], before positions."""
+        proj = self.vit.patch_embed.proj
+        pixels = (patches.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+        # The conv patch embedding is a linear map of each (C, p, p) patch.
+        return pixels @ proj.weight.flatten(1).t() + proj.bias
+
     def embed(self, batch: TokenBatch) -> torch.Tensor:
         """[B, 1 + K, D]: CLS plus the kept patches, each with its own positional embedding."""
-        proj = self.vit.patch_embed.proj
-        pixels = (batch.patches.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
-        # The conv patch embedding is a linear map of each (C, p, p) patch.
-        tokens = pixels @ proj.weight.flatten(1).t() + proj.bias
+        tokens = self.token_embeddings(batch.patches)
         if batch.masked is not None:
             if self.mask_token is None:
                 raise ValueError("this model has no mask token (built for replay = 'drop')")

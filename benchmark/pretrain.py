@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 
 from benchmark import registry
 from benchmark.config import canonical_json
-from benchmark.contracts import BackboneSpec, TokenBatch, patchify
+from benchmark.contracts import LATER_BACKBONE_FIELDS, BackboneSpec, TokenBatch, patchify
 from benchmark.errors import UserError
-from benchmark.model import TokenViT
 from benchmark.results import write_bytes_atomic
 from benchmark.train import drop_tokens, seeded_generator
 
@@ -52,10 +51,14 @@ class PretrainRecipe:
 
     @property
     def recipe_hash(self) -> str:
-        """Hash of the recipe; ``token_dropout`` at 0 is left out, so the older weights keep their name."""
+        """Hash of the recipe; ``token_dropout`` at 0 and the backbone's later fields at their older value
+        (``LATER_BACKBONE_FIELDS``) are left out, so the older weights keep their names."""
         fields = asdict(self)
         if fields["token_dropout"] == 0.0:
             del fields["token_dropout"]
+        for name, value in LATER_BACKBONE_FIELDS.items():
+            if fields["backbone"][name] == value:
+                del fields["backbone"][name]
         return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]
 
     @property
@@ -105,9 +108,11 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         )
     patches = torch.from_numpy(patchify(images, spec.patch_size))
     targets = torch.from_numpy(labels)
+    # The pretraining set names the objective whose model it trains (a ViT, or the text model).
+    objective = registry.create("objective", getattr(entry, "objective", "classification"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = TokenViT(spec, num_classes=int(labels.max()) + 1)
+        model = objective.pretrain_model(spec, int(labels.max()) + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
     steps = recipe.epochs * -(-len(targets) // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
