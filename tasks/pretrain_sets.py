@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
+from benchmark.contracts import text_as_patches
 from tasks.procedural import glyph_prototypes, pretrain_shape_classes, render_glyphs, render_shapes
+from tasks.text_procedural import draw_sentences, lexicon
 from tasks.vqa_scenes import SIZES, SceneSettings, place_objects, render_scene
 
 
@@ -80,3 +82,29 @@ def draw_cell_objects(
         images[i], object_masks = render_scene(objects, rng, settings)
         masks[i] = object_masks[0]
     return images, labels, masks
+
+
+@registry.register("pretrain_set", "text-15")
+class Text15:
+    """15 procedural text classes, each owning four keywords that no task uses, in split-text's grammar
+    and filler (sentences of 24 words up to the backbone's length), for the text model (``TextViT``)."""
+
+    objective = "text-classification"
+    classes = 15
+    per_class = 200
+    epochs = 6
+    lr = 1e-3
+    min_length = 24
+    keywords_per_sentence = (2, 3)
+
+    def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [n, 2, 1, L] sentences (``text_as_patches``) of length 24..L, and their labels."""
+        sentences = draw_sentences(
+            lexicon().pretrain_keywords[: self.classes],
+            per_class,
+            np.random.default_rng(seed),
+            min_length=min(self.min_length, image_size),
+            max_length=image_size,
+            keywords_per_sentence=self.keywords_per_sentence,
+        )
+        return text_as_patches(sentences.ids), sentences.labels
