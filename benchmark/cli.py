@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.add_argument("--force", action="store_true", help="remake weights that exist")
     pretrain.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where to train (default cpu, as the committed weights were made; cuda for paper scale)",
+    )
+    pretrain.add_argument(
         "--token-dropout",
         type=float,
         default=0.0,
@@ -266,10 +272,15 @@ def command_show(args: argparse.Namespace) -> int:
 
 def command_pretrain(args: argparse.Namespace) -> int:
     """Each task's default backbone (``--tasks``), or with ``--grid`` only the backbones the grids need."""
+    import torch
+
     from benchmark.pretrain import default_recipe, pretrain, weights_path
 
     if not 0.0 <= args.token_dropout < 1.0:
         raise UserError(f"--token-dropout must be in [0, 1), got {args.token_dropout:g}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but CUDA is not available")
+    device = torch.device(args.device)
     wanted: list[tuple[str, PretrainRecipe]] = []
     if args.tasks is not None or not args.grid:
         for task in args.tasks or registry.names("task"):
@@ -290,7 +301,7 @@ def command_pretrain(args: argparse.Namespace) -> int:
         if path.exists() and not args.force:
             print(f"{label}: {path} exists (recipe {recipe.recipe_hash})")
             continue
-        print(f"{label}: wrote {pretrain(recipe)}")
+        print(f"{label}: wrote {pretrain(recipe, device=device)}")
     return 0
 
 

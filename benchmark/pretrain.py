@@ -28,6 +28,7 @@ from benchmark.train import drop_tokens, seeded_generator
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PRETRAIN_SEED = 0
 PRETRAIN_BATCH_SIZE = 64
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,17 @@ def load_backbone_weights(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DI
     return payload["state"]
 
 
-def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progress: bool = True) -> Path:
-    """Train the backbone on the recipe's set and write ``weights/<set>-<hash>.pt`` atomically."""
+def pretrain(
+    recipe: PretrainRecipe,
+    weights_dir: Path = WEIGHTS_DIR,
+    show_progress: bool = True,
+    device: torch.device = CPU,
+) -> Path:
+    """Train the backbone on the recipe's set and write ``weights/<set>-<hash>.pt`` atomically.
+
+    On ``device`` (the committed weights were made on the CPU; a paper-scale backbone is made on a GPU,
+    whose rounding gives other weights for the same recipe: the file records where it was made).
+    """
     started = time.perf_counter()
     spec = recipe.backbone
     entry = registry.create("pretrain_set", recipe.pretrain_set)
@@ -112,7 +122,7 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
     objective = registry.create("objective", getattr(entry, "objective", "classification"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = objective.pretrain_model(spec, int(labels.max()) + 1)
+        model = objective.pretrain_model(spec, int(labels.max()) + 1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
     steps = recipe.epochs * -(-len(targets) // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
@@ -127,13 +137,13 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         for start in range(0, len(order), recipe.batch_size):
             index = order[start : start + recipe.batch_size]
             batch = drop_tokens(TokenBatch(patches[index], positions[index]), recipe.token_dropout, generator)
-            logits = model(batch)
-            loss = F.cross_entropy(logits, targets[index])
+            logits = model(batch.to(device))
+            loss = F.cross_entropy(logits, targets[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            correct += int((logits.argmax(1) == targets[index]).sum())
+            correct += int((logits.argmax(1).cpu() == targets[index]).sum())
         bar.set_postfix(train_accuracy=f"{correct / len(targets):.3f}")
     path = weights_path(recipe, weights_dir)
     payload = {
@@ -141,7 +151,8 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         "recipe": canonical_json(asdict(recipe)),
         "train_accuracy": correct / len(targets),
         "seconds": time.perf_counter() - started,
-        "state": {k: v.clone() for k, v in model.backbone_state().items()},
+        "device": str(device),
+        "state": {k: v.detach().cpu().clone() for k, v in model.backbone_state().items()},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -87,23 +87,23 @@ def draw_cell_objects(
 @registry.register("pretrain_set", "text-15")
 class Text15:
     """15 procedural text classes, each owning four keywords that no task uses, in split-text's grammar
-    and filler (sentences of 24 words up to the backbone's length), for the text model (``TextViT``)."""
+    and filler (sentences of half the backbone's length up to all of it, 24–48 words at split-text's
+    default), for the text model (``TextViT``)."""
 
     objective = "text-classification"
     classes = 15
     per_class = 200
     epochs = 6
     lr = 1e-3
-    min_length = 24
     keywords_per_sentence = (2, 3)
 
     def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [n, 2, 1, L] sentences (``text_as_patches``) of length 24..L, and their labels."""
+        """uint8 [n, 2, 1, L] sentences (``text_as_patches``) of L/2..L words (L = ``image_size``), labels."""
         sentences = draw_sentences(
             lexicon().pretrain_keywords[: self.classes],
             per_class,
             np.random.default_rng(seed),
-            min_length=min(self.min_length, image_size),
+            min_length=image_size // 2,
             max_length=image_size,
             keywords_per_sentence=self.keywords_per_sentence,
         )
