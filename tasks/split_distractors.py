@@ -3,7 +3,9 @@
 Each image holds one object of its class (one of split-shapes' ten shape×colour
 classes) and ``distractors`` other objects, each a shape of one class in the
 colour of another — a pair that is neither a task class nor a class of the
-pretraining set — on split-shapes' clutter. The class object covers
+pretraining set, and that shares no shape or colour with the classes of the
+image's own task (so within a task one object decides; the distractors carry
+other tasks' shapes and colours) — on split-shapes' clutter. The class object covers
 ``relevant_share`` of the image's pixels (whatever its shape); each distractor
 ``distractor_share``, fixed along the share axis so that only the relevant
 part changes. Objects never overlap (one pixel apart at least), but a
@@ -42,11 +44,17 @@ PLACEMENT_TRIES = 200
 SHAPE_JITTER = 0.15  # rotation (radians) and ±10% radius, as split-shapes draws one mode
 
 
-def distractor_pairs() -> tuple[ShapeClass, ...]:
-    """Shape×colour pairs that are neither a task class nor a pretraining class: every one has the shape
-    of some class and the colour of another."""
+def distractor_pairs(avoid: tuple[ShapeClass, ...] = ()) -> tuple[ShapeClass, ...]:
+    """Shape×colour pairs that are neither a task class nor a pretraining class (every one has the shape
+    of some class and the colour of another), sharing neither shape nor colour with the ``avoid`` classes."""
     taken = {*TASK_SHAPE_CLASSES, *pretrain_shape_classes()}
-    return tuple((shape, colour) for shape in SHAPES for colour in COLOURS if (shape, colour) not in taken)
+    shapes, colours = {shape for shape, _ in avoid}, {colour for _, colour in avoid}
+    return tuple(
+        (shape, colour)
+        for shape in SHAPES
+        for colour in COLOURS
+        if (shape, colour) not in taken and shape not in shapes and colour not in colours
+    )
 
 
 @cache
@@ -89,6 +97,7 @@ def radius_for(shape: str, share: float, image_size: int) -> float:
 
 def draw_scene(
     target: ShapeClass,
+    pairs: tuple[ShapeClass, ...],
     rng: np.random.Generator,
     *,
     image_size: int,
@@ -98,9 +107,9 @@ def draw_scene(
     clutter: int,
     noise: float = 18.0,
 ) -> Scene:
-    """One image: background and clutter, ``distractors`` objects, then the class object on top."""
+    """One image: background and clutter, ``distractors`` objects (each a pair of ``pairs``), then the
+    class object on top."""
     grid_y, grid_x = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
-    pairs = distractor_pairs()
     for _ in range(PLACEMENT_TRIES):
         main = _place(target, relevant_share, image_size, rng)
         main_pixels = main.pixels(grid_y, grid_x)
@@ -192,8 +201,8 @@ class SplitShapesDistractors:
     """split-shapes' ten classes as one object among distractors, 5 tasks of 2 classes, masks of the class
     object's tokens; ``relevant_share`` of the image decides the class.
 
-    Granularity as split-shapes: ``image_size`` and ``patch_size`` (32/4 by default: 64 tokens), with the
-    same pretrained backbones (``shapes-15``: single objects of classes no task uses).
+    Granularity as split-shapes: ``image_size`` and ``patch_size`` (32/4 by default: 64 tokens). The
+    backbone is pretrained on ``scenes-15``: the same kind of scene with the 15 classes no task uses.
     """
 
     def __init__(
@@ -209,7 +218,7 @@ class SplitShapesDistractors:
         clutter: int = 6,
         classes_per_task: int = 2,
         data_seed: int = 0,
-        epochs: int = 3,
+        epochs: int = 10,
         boundary_overlap: float = 0.0,
         embed_dim: int = 64,
         depth: int = 4,
@@ -252,15 +261,23 @@ class SplitShapesDistractors:
         self.depth = depth
         self.num_heads = num_heads
 
+    def distractor_pool(self, label: int) -> tuple[ShapeClass, ...]:
+        """The pairs a distractor of class ``label``'s images is drawn from: no shape or colour of its
+        task's classes (so one object decides within the task), only other tasks' shapes and colours."""
+        first = label - label % self.classes_per_task
+        return distractor_pairs(TASK_SHAPE_CLASSES[first : first + self.classes_per_task])
+
     def scenes(self) -> tuple[list[Scene], np.ndarray]:
         """Every scene of the stream (class-major, the first ``test_per_class`` of each class are test)
         and their labels: what ``build`` splits, with each object's placement for checking."""
         rng = np.random.default_rng(self.data_seed)
         per_class = self.train_per_class + self.test_per_class
         labels = np.repeat(np.arange(len(TASK_SHAPE_CLASSES), dtype=np.int64), per_class)
+        pools = [self.distractor_pool(label) for label in range(len(TASK_SHAPE_CLASSES))]
         scenes = [
             draw_scene(
                 TASK_SHAPE_CLASSES[label],
+                pools[label],
                 rng,
                 image_size=self.image_size,
                 relevant_share=self.relevant_share,
@@ -295,7 +312,7 @@ class SplitShapesDistractors:
             image_size=self.image_size,
             channels=3,
             patch_size=self.patch_size,
-            pretrain_set="shapes-15",
+            pretrain_set="scenes-15",
             embed_dim=self.embed_dim,
             depth=self.depth,
             num_heads=self.num_heads,

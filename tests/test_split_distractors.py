@@ -47,7 +47,7 @@ def tokens_holding(pixels: np.ndarray, patch: int) -> list[int]:
 def test_shapes_dtypes_and_class_incremental_split(size: int, patch: int) -> None:
     stream = task(image_size=size, patch_size=patch).build()
     assert stream.tokens == (size // patch) ** 2 and stream.has_masks
-    assert stream.backbone.pretrain_set == "shapes-15" and stream.backbone.patch_size == patch
+    assert stream.backbone.pretrain_set == "scenes-15" and stream.backbone.patch_size == patch
     seen: set[int] = set()
     for experience in stream.experiences:
         assert experience.train_images.shape == (8, 3, size, size)
