@@ -1,9 +1,11 @@
-"""split-text: continual text classification of procedural sentences, with keyword masks.
+"""split-text: continual text classification of procedural sentences, with class-phrase masks.
 
-Ten classes, each owning four keywords; a sentence of 24–48 words
-(``tasks.text_procedural``) holds two or three keywords of its class among
-filler words that no class owns, so a few word tokens decide the class; its
-mask marks them. 5 tasks of 2 classes, class-incremental, as split-shapes.
+Ten classes, each an (adjective, noun) pair of eight class adjectives and
+eight class nouns, as a split-shapes class is a (colour, shape) pair; a
+sentence of 24–48 words (``tasks.text_procedural``) holds its class phrase
+two or three times among filler words that no class uses, so four to six word
+tokens decide the class; its mask marks them. 5 tasks of 2 classes,
+class-incremental, as split-shapes.
 
 Storage: a sentence is its word ids as uint16, padded with id 0 to
 ``max_length``, laid out as a 1×L two-channel uint8 "image"
@@ -12,8 +14,8 @@ whole sentence costs 2·L bytes (padding included: the stored record has a
 fixed length, as an image has a fixed size) plus its label, and a kept word
 its 2 bytes plus a 2-byte position. The model (objective
 ``text-classification``) is ``benchmark.text_model.TextViT``, pretrained on
-``text-15``: 15 other classes with their own keywords, the same grammar and
-filler.
+``text-15``: 15 other pairs of the same class words, the same grammar and
+filler (so every word's embedding is pretrained, and no task class is).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import numpy as np
 from benchmark import registry
 from benchmark.contracts import BackboneSpec, TaskStream, text_as_patches
 from tasks.base import check_boundary_overlap, check_model_size, class_incremental
-from tasks.text_procedural import TASK_CLASSES, draw_sentences, lexicon
+from tasks.text_procedural import TASK_PAIRS, draw_sentences, lexicon, most_phrases
 
 TEXT_PRETRAIN_SET = "text-15"
-SHORTEST = 8  # room for one clause
+SHORTEST = 12  # room for one clause
 
 
 def text_backbone(max_length: int, embed_dim: int = 64, depth: int = 4, num_heads: int = 4) -> BackboneSpec:
@@ -44,24 +46,24 @@ def text_backbone(max_length: int, embed_dim: int = 64, depth: int = 4, num_head
     )
 
 
-def check_sentence_shape(min_length: int, max_length: int, keywords: tuple[int, int]) -> None:
-    """A one-line ``ValueError`` unless lengths and keyword counts make sentences."""
+def check_sentence_shape(min_length: int, max_length: int, phrases: tuple[int, int]) -> None:
+    """A one-line ``ValueError`` unless lengths and class-phrase counts make sentences."""
     if not SHORTEST <= min_length <= max_length:
         raise ValueError(
             f"lengths must satisfy {SHORTEST} ≤ min_length ≤ max_length, got {min_length}, {max_length}"
         )
-    low, high = keywords
-    if not 1 <= low <= high or high > min_length // 4:
+    low, high = phrases
+    if not 1 <= low <= high or high > most_phrases(min_length):
         raise ValueError(
-            f"keywords per sentence must satisfy 1 ≤ min ≤ max ≤ min_length / 4 = {min_length // 4} "
-            f"(a sentence's noun slots), got {low}, {high}"
+            f"class phrases per sentence must satisfy 1 ≤ min ≤ max ≤ {most_phrases(min_length)} "
+            f"(the noun phrases of {min_length} words), got {low}, {high}"
         )
 
 
 @registry.register("task", "split-text")
 class SplitText:
-    """Procedural sentences of 24–48 words, 10 classes decided by a few keywords each, 5 tasks of 2 classes,
-    with keyword masks; stored two bytes a word."""
+    """Procedural sentences of 24–48 words, 10 classes decided by a class phrase (2 words) said 2–3 times,
+    5 tasks of 2 classes, with masks of the class phrases' words; stored two bytes a word."""
 
     def __init__(
         self,
@@ -70,8 +72,8 @@ class SplitText:
         test_per_class: int = 60,
         min_length: int = 24,
         max_length: int = 48,
-        min_keywords: int = 2,
-        max_keywords: int = 3,
+        min_phrases: int = 2,
+        max_phrases: int = 3,
         classes_per_task: int = 2,
         data_seed: int = 0,
         epochs: int = 3,
@@ -80,7 +82,7 @@ class SplitText:
         depth: int = 4,
         num_heads: int = 4,
     ) -> None:
-        check_sentence_shape(min_length, max_length, (min_keywords, max_keywords))
+        check_sentence_shape(min_length, max_length, (min_phrases, max_phrases))
         check_model_size(embed_dim, depth, num_heads)
         check_boundary_overlap(boundary_overlap)
         if train_per_class < 1 or test_per_class < 1:
@@ -89,7 +91,7 @@ class SplitText:
         self.test_per_class = test_per_class
         self.min_length = min_length
         self.max_length = max_length
-        self.keywords = (min_keywords, max_keywords)
+        self.phrases = (min_phrases, max_phrases)
         self.classes_per_task = classes_per_task
         self.data_seed = data_seed
         self.epochs = epochs
@@ -101,12 +103,12 @@ class SplitText:
         words = lexicon()
         per_class = self.train_per_class + self.test_per_class
         sentences = draw_sentences(
-            words.task_keywords,
+            words.phrases(TASK_PAIRS),
             per_class,
             rng,
             min_length=self.min_length,
             max_length=self.max_length,
-            keywords_per_sentence=self.keywords,
+            phrases_per_sentence=self.phrases,
         )
         position = np.arange(len(sentences.labels)) % per_class
         experiences = class_incremental(
@@ -114,7 +116,7 @@ class SplitText:
             sentences.labels,
             np.flatnonzero(position >= self.test_per_class),
             np.flatnonzero(position < self.test_per_class),
-            list(range(TASK_CLASSES)),
+            list(range(len(TASK_PAIRS))),
             self.classes_per_task,
             sentences.masks,
             boundary_overlap=self.boundary_overlap,
@@ -123,7 +125,7 @@ class SplitText:
         return TaskStream(
             "split-text",
             experiences,
-            TASK_CLASSES,
+            len(TASK_PAIRS),
             self.backbone,
             has_masks=True,
             epochs=self.epochs,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from benchmark.memory import ByteCosts, MemoryBuffer
 from benchmark.pretrain import default_recipe, load_backbone_weights
 from benchmark.text_model import TextViT
 from tasks.split_text import SplitText
-from tasks.text_procedural import lexicon
+from tasks.text_procedural import TASK_PAIRS, lexicon, pretrain_pairs
 
 SMALL = {"train_per_class": 6, "test_per_class": 3}
 
@@ -48,19 +50,27 @@ def test_text_as_patches_round_trips_every_uint16() -> None:
         text_as_patches(np.array([[65536]]))
 
 
-def test_mask_is_exactly_the_keywords_of_the_class() -> None:
+def test_mask_is_exactly_the_words_of_the_class_phrases() -> None:
     words = lexicon()
+    phrases = words.phrases(TASK_PAIRS)
     stream = small().build()
     for experience in stream.experiences:
         ids = ids_of(experience.train_images)
         for row, label, mask in zip(ids, experience.train_labels, experience.train_masks, strict=True):
-            own = [i for i, word in enumerate(row) if word in set(words.task_keywords[label].tolist())]
-            assert np.flatnonzero(mask).tolist() == own and 2 <= len(own) <= 3
-            others = np.delete(words.task_keywords, label, axis=0)
-            assert not np.isin(row, others).any(), "another class's keyword in a sentence"
-            assert not np.isin(row, words.pretrain_keywords).any()
-            # Every other word is a function word or filler, which come before the keywords' ids.
-            assert (row[~mask] < words.task_keywords.min()).all()
+            adjective, noun = phrases[label]
+            # Recomputed from the words: each "adjective noun" of the class, both words marked.
+            starts = [i for i in range(len(row) - 1) if row[i] == adjective and row[i + 1] == noun]
+            own = sorted(i + k for i in starts for k in (0, 1))
+            assert np.flatnonzero(mask).tolist() == own and 2 <= len(own) // 2 <= 3
+            # Class words appear nowhere else: every other word is filler or a function word.
+            assert not np.isin(row[~mask], words.class_words).any()
+
+
+def test_a_class_is_a_pair_of_class_words_and_pretraining_pairs_are_others() -> None:
+    assert len(set(TASK_PAIRS)) == len(TASK_PAIRS) == 10
+    assert not set(TASK_PAIRS) & set(pretrain_pairs())
+    # As split-shapes' colours and shapes: every class word is in some task class, shared across tasks.
+    assert {a for a, _ in TASK_PAIRS} == {n for _, n in TASK_PAIRS} == set(range(8))
 
 
 def test_deterministic_from_its_seed() -> None:
@@ -73,12 +83,13 @@ def test_deterministic_from_its_seed() -> None:
 
 def test_pretraining_text_is_disjoint_from_the_task() -> None:
     words = lexicon()
-    assert not set(words.task_keywords.ravel()) & set(words.pretrain_keywords.ravel())
     entry = registry.create("pretrain_set", "text-15")
     images, labels = entry.draw(20, 48, 0)
     ids = ids_of(images)
     assert images.dtype == np.uint8 and images.shape == (300, 2, 1, 48) and labels.max() == 14
-    assert not np.isin(ids, words.task_keywords).any(), "a task keyword in the pretraining text"
+    task_phrases = {tuple(p) for p in words.phrases(TASK_PAIRS).tolist()}
+    seen = {(int(a), int(b)) for row in ids for a, b in pairwise(row)}
+    assert not task_phrases & seen, "a task's class phrase in the pretraining text"
     task_sentences = {tuple(row) for e in small().build().experiences for row in ids_of(e.train_images)}
     assert not task_sentences & {tuple(row) for row in ids}
 
@@ -122,8 +133,8 @@ def test_a_backbone_without_a_word_table_is_refused() -> None:
     ("params", "message"),
     [
         ({"min_length": 30, "max_length": 24}, "min_length ≤ max_length"),
-        ({"min_keywords": 0}, "keywords per sentence"),
-        ({"max_keywords": 7}, "keywords per sentence"),
+        ({"min_phrases": 0}, "class phrases per sentence"),
+        ({"max_phrases": 5}, "class phrases per sentence"),
     ],
 )
 def test_bad_sentence_shapes_are_one_line_errors(params: dict[str, int], message: str) -> None:
