@@ -140,3 +140,13 @@ def test_a_backbone_without_a_word_table_is_refused() -> None:
 def test_bad_sentence_shapes_are_one_line_errors(params: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         small(**params)
+
+
+def test_the_attribution_gallery_passes_over_text() -> None:
+    from benchmark.gallery import GallerySource, first_stream_with_masks
+
+    text = GallerySource("split-text", dict(SMALL), {})
+    shapes = GallerySource("split-shapes", {"train_per_class": 4, "test_per_class": 2}, {})
+    assert first_stream_with_masks([text]) is None
+    found = first_stream_with_masks([text, shapes])
+    assert found is not None and found[0] is shapes
