@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from benchmark.config import CellConfig
     from benchmark.executors import ExecutorOptions
     from benchmark.grid import Grid
+    from benchmark.pretrain import PretrainRecipe
     from benchmark.runner import GridSummary
     from benchmark.track import MlflowTracker, ReconcileSummary
 
@@ -143,7 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument(
         "--tasks", nargs="*", default=None, help="tasks whose backbones to make (default: all)"
     )
+    pretrain.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        help="also make every backbone this grid's cells start from (repeatable; a path or a name)",
+    )
     pretrain.add_argument("--force", action="store_true", help="remake weights that exist")
+    pretrain.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where to train (default cpu, as the committed weights were made; cuda for paper scale)",
+    )
     pretrain.add_argument(
         "--token-dropout",
         type=float,
@@ -533,25 +546,52 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_pretrain(args: argparse.Namespace) -> int:
+    """Each task's default backbone (``--tasks``), or with ``--grid`` only the backbones the grids need."""
+    import torch
+
     from benchmark.pretrain import default_recipe, pretrain, weights_path
 
     if not 0.0 <= args.token_dropout < 1.0:
         raise UserError(f"--token-dropout must be in [0, 1), got {args.token_dropout:g}")
-    tasks = args.tasks or registry.names("task")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but CUDA is not available")
+    device = torch.device(args.device)
+    wanted: list[tuple[str, PretrainRecipe]] = []
+    if args.tasks is not None or not args.grid:
+        for task in args.tasks or registry.names("task"):
+            try:
+                stream = registry.create("task", task).build()
+            except UserError as error:  # a task that reads a user's data may be absent here
+                logger.warning("skip %s: %s", task, error)
+                continue
+            wanted.append((task, default_recipe(stream.backbone, args.token_dropout)))
+    for name in args.grid or []:
+        wanted += grid_recipes(name)
     made: set[str] = set()
-    for task in tasks:
-        try:
-            stream = registry.create("task", task).build()
-        except UserError as error:  # a task that reads a user's data may be absent here
-            logger.warning("skip %s: %s", task, error)
-            continue
-        recipe = default_recipe(stream.backbone, args.token_dropout)
+    for label, recipe in wanted:
         path = weights_path(recipe)
         if path.name in made:
             continue
         made.add(path.name)
         if path.exists() and not args.force:
-            logger.info("%s: %s exists (recipe %s)", task, path, recipe.recipe_hash)
+            logger.info("%s: %s exists (recipe %s)", label, path, recipe.recipe_hash)
             continue
-        logger.info("%s: wrote %s", task, pretrain(recipe))
+        logger.info("%s: wrote %s", label, pretrain(recipe, device=device))
     return 0
+
+
+def grid_recipes(name: str) -> list[tuple[str, PretrainRecipe]]:
+    """(task label, recipe) of every pretrained backbone a grid's cells start from, in cell order."""
+    from benchmark.cell import TaskCache
+    from benchmark.grid import load_grid
+    from benchmark.pretrain import default_recipe
+
+    grid = load_grid(resolve_grid_path(name))
+    cache = TaskCache()
+    recipes = []
+    for cell in grid.cells:
+        if cell.train.pretrained and not cell.train.backbone_weights:
+            spec = cache.get(cell.task, cell.task_params).backbone
+            label = f"{grid.name} {cell.task} ({spec.tokens} tokens)"
+            recipes.append((label, default_recipe(spec, cell.train.pretrain_token_dropout)))
+    return recipes

@@ -176,9 +176,15 @@ class Experience:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """The ViT a task trains, and the procedural set its weights are pretrained on."""
+    """The ViT a task trains, and the procedural set its weights are pretrained on.
 
-    image_size: int
+    Images are square unless ``image_height`` is given (a text task's sentences are one row of
+    word tokens: ``image_height = 1``, ``patch_size = 1``, see ``text_as_patches``).
+    ``vocabulary_size`` > 0 says each patch is a word id's two bytes, embedded by a word table
+    of that size (the text model, ``benchmark.text_model``), not pixels.
+    """
+
+    image_size: int  # the image's width (and its height, unless image_height is given)
     channels: int
     patch_size: int
     pretrain_set: str  # name of a set in ``benchmark.pretrain_sets``; never a task's classes
@@ -186,10 +192,42 @@ class BackboneSpec:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    image_height: int = 0  # 0: square images
+    vocabulary_size: int = 0  # 0: patches are pixels
+
+    @property
+    def height(self) -> int:
+        return self.image_height or self.image_size
 
     @property
     def tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        return (self.height // self.patch_size) * (self.image_size // self.patch_size)
+
+
+# Fields added to BackboneSpec after weights were committed, at the value that reproduces the older
+# backbones: a recipe leaves them out of its hash there, so the committed files keep their names.
+LATER_BACKBONE_FIELDS: dict[str, int] = {"image_height": 0, "vocabulary_size": 0}
+
+
+# ------------------------------------------------------------------------------------- text as tokens
+
+
+def text_as_patches(ids: np.ndarray) -> np.ndarray:
+    """Word ids int [n, L] (uint16 range) → uint8 [n, 2, 1, L]: each id's low and high byte as two
+    "channels" of a 1×L image, so that ``patchify(·, 1)`` makes one 2-byte patch per word and the
+    memory stores and counts a kept word exactly as its id (2 bytes) plus its position (2 bytes)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or (ids.size and (ids.min() < 0 or ids.max() > 0xFFFF)):
+        raise ValueError("word ids must be [n, L] in [0, 65535] to be stored as uint16")
+    wide = ids.astype(np.uint16)
+    pair = np.stack([wide & 0xFF, wide >> 8], axis=1).astype(np.uint8)
+    return pair[:, :, None, :]
+
+
+def patches_as_ids(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 word patches [..., 2] (low, high byte) → int64 word ids [...]: ``text_as_patches`` undone."""
+    wide = patches.long()
+    return wide[..., 0] + 256 * wide[..., 1]
 
 
 @dataclass(frozen=True)

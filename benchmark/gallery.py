@@ -60,13 +60,14 @@ class Gallery:
 
 
 def first_stream_with_masks(sources: Sequence[GallerySource]) -> tuple[GallerySource, TaskStream] | None:
-    """The first source whose task builds and has masks; a task that cannot be built is passed over."""
+    """The first source whose task builds, has masks and is made of images (a text task's tokens are
+    words, which the gallery does not draw); a task that cannot be built is passed over."""
     for source in sources:
         try:
             stream = registry.create("task", source.task, **source.task_params).build()
         except Exception:  # e.g. a CIFAR archive that is not on this machine
             continue
-        if stream.has_masks:
+        if stream.has_masks and not stream.backbone.vocabulary_size:
             return source, stream
     return None
 

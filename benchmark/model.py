@@ -46,7 +46,7 @@ class TokenViT(nn.Module):
         super().__init__()
         self.spec = spec
         self.vit = VisionTransformer(
-            img_size=spec.image_size,
+            img_size=(spec.height, spec.image_size),
             patch_size=spec.patch_size,
             in_chans=spec.channels,
             num_classes=num_classes,
@@ -81,16 +81,25 @@ class TokenViT(nn.Module):
         assert isinstance(head, nn.Linear)
         return head
 
+    def token_embeddings(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 patches [B, K, C·p·p] → their embeddings [B, K, D], before positions."""
+        proj = self.vit.patch_embed.proj
+        pixels = (patches.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+        # The conv patch embedding is a linear map of each (C, p, p) patch.
+        return pixels @ proj.weight.flatten(1).t() + proj.bias
+
+    def dropped_token_embedding(self) -> torch.Tensor:
+        """[D]: what a dropped position is fed under ``replay = "zero"``: the embedding of a patch
+        that is zero in the normalised image (the projection's bias)."""
+        return self.vit.patch_embed.proj.bias
+
     def embed(self, batch: TokenBatch) -> torch.Tensor:
         """[B, 1 + K, D]: CLS plus the kept patches, each with its own positional embedding."""
-        proj = self.vit.patch_embed.proj
-        pixels = (batch.patches.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
-        # The conv patch embedding is a linear map of each (C, p, p) patch.
-        tokens = pixels @ proj.weight.flatten(1).t() + proj.bias
+        tokens = self.token_embeddings(batch.patches)
         if batch.masked is not None:
             # A dropped position: the learned mask token (replay = "mask"), or else a zero patch of the
             # normalised image (replay = "zero", as the seed paper's code), whose embedding is the bias.
-            fill = proj.bias if self.mask_token is None else self.mask_token
+            fill = self.dropped_token_embedding() if self.mask_token is None else self.mask_token
             tokens = torch.where(batch.masked.unsqueeze(-1), fill.to(tokens.dtype), tokens)
         if batch.scale is not None:
             tokens = tokens * batch.scale.unsqueeze(-1).to(tokens.dtype)

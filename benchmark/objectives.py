@@ -4,8 +4,9 @@ A task stream names its objective (``TaskStream.objective``); the cell runner
 builds the model and computes the accuracy-matrix metric through it, so a
 classifier, a VQA model and a captioner share one runner. ``classification``
 serves both class labels and VQA answers (a question is a text input of the
-same ViT, BLIP-style fusion in every block); ``captioning`` trains an
-encoder–decoder captioner and scores greedy captions by CIDEr.
+same ViT, BLIP-style fusion in every block); ``text-classification`` classifies
+word-token sequences with the same ViT over word embeddings; ``captioning``
+trains an encoder–decoder captioner and scores greedy captions by CIDEr.
 
 Besides ``evaluate`` (one test set), an objective may define
 ``evaluate_many`` (every task's test set at once: the captioner tokenizes all
@@ -25,8 +26,9 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import ALL_METRICS, HEADLINE_METRIC, CaptionScorer, require_java
 from benchmark.captioner import CaptionModel
-from benchmark.contracts import TaskStream, TokenBatch
+from benchmark.contracts import BackboneSpec, TaskStream, TokenBatch
 from benchmark.model import TokenViT
+from benchmark.text_model import TextViT
 from benchmark.train import ContinualModel, accuracy, predict
 
 
@@ -80,6 +82,10 @@ class Classification:
         vocabulary = len(stream.vocabulary) if length else 0
         return TokenViT(stream.backbone, stream.num_classes, vocabulary, length, mask_token)
 
+    def pretrain_model(self, spec: BackboneSpec, num_classes: int) -> TokenViT:
+        """The model ``benchmark.pretrain`` trains on a pretraining set of this objective."""
+        return TokenViT(spec, num_classes)
+
     def evaluate(
         self,
         model: ContinualModel,
@@ -98,6 +104,18 @@ class Classification:
         """The predicted class of every sample of ``data``, int64 [m]."""
         assert isinstance(model, TokenViT)
         return predict(model, data, batch_size, device)
+
+
+@registry.register("objective", "text-classification")
+class TextClassification(Classification):
+    """Cross-entropy over classes of word-token sequences; the model is ``benchmark.text_model.TextViT``
+    (a TokenViT whose tokens are word ids, stored two bytes a word); the metric is accuracy."""
+
+    def build_model(self, stream: TaskStream, mask_token: bool) -> TextViT:
+        return TextViT(stream.backbone, stream.num_classes, mask_token)
+
+    def pretrain_model(self, spec: BackboneSpec, num_classes: int) -> TextViT:
+        return TextViT(spec, num_classes)
 
 
 def evaluate_row(

@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 
 from benchmark import registry
 from benchmark.config import canonical_json
-from benchmark.contracts import BackboneSpec, TokenBatch, patchify
+from benchmark.contracts import LATER_BACKBONE_FIELDS, BackboneSpec, TokenBatch, patchify
 from benchmark.errors import UserError
-from benchmark.model import TokenViT
 from benchmark.results import write_bytes_atomic
 from benchmark.train import drop_tokens, seeded_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PRETRAIN_SEED = 0
 PRETRAIN_BATCH_SIZE = 64
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,14 @@ class PretrainRecipe:
 
     @property
     def recipe_hash(self) -> str:
-        """Hash of the recipe; ``token_dropout`` at 0 is left out, so the older weights keep their name."""
+        """Hash of the recipe; ``token_dropout`` at 0 and the backbone's later fields at their older value
+        (``LATER_BACKBONE_FIELDS``) are left out, so the older weights keep their names."""
         fields = asdict(self)
         if fields["token_dropout"] == 0.0:
             del fields["token_dropout"]
+        for name, value in LATER_BACKBONE_FIELDS.items():
+            if fields["backbone"][name] == value:
+                del fields["backbone"][name]
         return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]
 
     @property
@@ -93,8 +97,17 @@ def load_backbone_weights(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DI
     return payload["state"]
 
 
-def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progress: bool = True) -> Path:
-    """Train the backbone on the recipe's set and write ``weights/<set>-<hash>.pt`` atomically."""
+def pretrain(
+    recipe: PretrainRecipe,
+    weights_dir: Path = WEIGHTS_DIR,
+    show_progress: bool = True,
+    device: torch.device = CPU,
+) -> Path:
+    """Train the backbone on the recipe's set and write ``weights/<set>-<hash>.pt`` atomically.
+
+    On ``device`` (the committed weights were made on the CPU; a paper-scale backbone is made on a GPU,
+    whose rounding gives other weights for the same recipe: the file records where it was made).
+    """
     started = time.perf_counter()
     spec = recipe.backbone
     entry = registry.create("pretrain_set", recipe.pretrain_set)
@@ -105,9 +118,11 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         )
     patches = torch.from_numpy(patchify(images, spec.patch_size))
     targets = torch.from_numpy(labels)
+    # The pretraining set names the objective whose model it trains (a ViT, or the text model).
+    objective = registry.create("objective", getattr(entry, "objective", "classification"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = TokenViT(spec, num_classes=int(labels.max()) + 1)
+        model = objective.pretrain_model(spec, int(labels.max()) + 1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
     steps = recipe.epochs * -(-len(targets) // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
@@ -122,13 +137,13 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         for start in range(0, len(order), recipe.batch_size):
             index = order[start : start + recipe.batch_size]
             batch = drop_tokens(TokenBatch(patches[index], positions[index]), recipe.token_dropout, generator)
-            logits = model(batch)
-            loss = F.cross_entropy(logits, targets[index])
+            logits = model(batch.to(device))
+            loss = F.cross_entropy(logits, targets[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            correct += int((logits.argmax(1) == targets[index]).sum())
+            correct += int((logits.argmax(1).cpu() == targets[index]).sum())
         bar.set_postfix(train_accuracy=f"{correct / len(targets):.3f}")
     path = weights_path(recipe, weights_dir)
     payload = {
@@ -136,7 +151,8 @@ def pretrain(recipe: PretrainRecipe, weights_dir: Path = WEIGHTS_DIR, show_progr
         "recipe": canonical_json(asdict(recipe)),
         "train_accuracy": correct / len(targets),
         "seconds": time.perf_counter() - started,
-        "state": {k: v.clone() for k, v in model.backbone_state().items()},
+        "device": str(device),
+        "state": {k: v.detach().cpu().clone() for k, v in model.backbone_state().items()},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -8,7 +8,9 @@ from tasks import (
     seq_vqa,
     split_cifar100,
     split_digits,
+    split_distractors,
     split_shapes,
+    split_text,
 )
 
 __all__ = [
@@ -19,5 +21,7 @@ __all__ = [
     "seq_vqa",
     "split_cifar100",
     "split_digits",
+    "split_distractors",
     "split_shapes",
+    "split_text",
 ]

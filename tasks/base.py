@@ -37,6 +37,23 @@ def class_order(classes: int, class_order_seed: int | None) -> list[int]:
     return [int(c) for c in np.random.default_rng([class_order_seed, 1]).permutation(classes)]
 
 
+def check_geometry(image_size: int, patch_size: int) -> None:
+    """A one-line ``ValueError`` unless square patches of ``patch_size`` tile the ``image_size`` image."""
+    if image_size < 1 or patch_size < 1:
+        raise ValueError(f"image_size and patch_size must be positive, got {image_size} and {patch_size}")
+    if image_size % patch_size:
+        raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
+
+
+def check_model_size(embed_dim: int, depth: int, num_heads: int) -> None:
+    """A one-line ``ValueError`` unless the ViT's width splits into its heads."""
+    if embed_dim < 1 or depth < 1 or num_heads < 1 or embed_dim % num_heads:
+        raise ValueError(
+            f"embed_dim {embed_dim} must be a positive multiple of num_heads {num_heads} "
+            f"and depth at least 1 (got {depth})"
+        )
+
+
 def check_boundary_overlap(boundary_overlap: float) -> None:
     """A one-line ``ValueError`` unless ``boundary_overlap`` is in [0, 1)."""
     if not 0.0 <= boundary_overlap < 1.0:

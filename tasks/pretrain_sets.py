@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark import registry
+from benchmark.contracts import text_as_patches
 from tasks.procedural import glyph_prototypes, pretrain_shape_classes, render_glyphs, render_shapes
+from tasks.split_distractors import distractor_pairs, draw_scene
+from tasks.text_procedural import draw_sentences, lexicon, pretrain_pairs
 from tasks.vqa_scenes import SIZES, SceneSettings, place_objects, render_scene
 
 
@@ -80,3 +83,67 @@ def draw_cell_objects(
         images[i], object_masks = render_scene(objects, rng, settings)
         masks[i] = object_masks[0]
     return images, labels, masks
+
+
+@registry.register("pretrain_set", "text-15")
+class Text15:
+    """15 procedural text classes: (class adjective, class noun) pairs that no task uses, in split-text's
+    grammar and filler (sentences of half the backbone's length up to all of it, 24–48 words at
+    split-text's default), for the text model (``TextViT``)."""
+
+    objective = "text-classification"
+    classes = 15
+    per_class = 200
+    epochs = 6
+    lr = 1e-3
+    phrases_per_sentence = (2, 3)
+
+    def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [n, 2, 1, L] sentences (``text_as_patches``) of L/2..L words (L = ``image_size``), labels."""
+        sentences = draw_sentences(
+            lexicon().phrases(pretrain_pairs(self.classes)),
+            per_class,
+            np.random.default_rng(seed),
+            min_length=image_size // 2,
+            max_length=image_size,
+            phrases_per_sentence=self.phrases_per_sentence,
+        )
+        return text_as_patches(sentences.ids), sentences.labels
+
+
+@registry.register("pretrain_set", "scenes-15")
+class Scenes15:
+    """shapes-15's classes, each as one object among three distractors, at a relevant share drawn from
+    [0.05, 0.3] per image: split-shapes-distractors' scenes with classes that no task uses (the distractors
+    are the same kind of pair: neither a task class nor a pretraining class, sharing no shape or colour
+    with the image's class)."""
+
+    classes = 15
+    per_class = 200
+    epochs = 10
+    lr = 1e-3
+    shares = (0.05, 0.3)
+    distractors = 3
+    distractor_share = 0.05
+
+    def draw(self, per_class: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        classes = pretrain_shape_classes(self.classes)
+        labels = np.repeat(np.arange(self.classes, dtype=np.int64), per_class)
+        pools = [distractor_pairs((pair,)) for pair in classes]
+        images = np.stack(
+            [
+                draw_scene(
+                    classes[label],
+                    pools[label],
+                    rng,
+                    image_size=image_size,
+                    relevant_share=float(rng.uniform(*self.shares)),
+                    distractors=self.distractors,
+                    distractor_share=self.distractor_share,
+                    clutter=6,
+                ).image
+                for label in labels
+            ]
+        )
+        return images, labels

@@ -6,7 +6,14 @@ import numpy as np
 
 from benchmark import registry
 from benchmark.contracts import BackboneSpec, TaskStream
-from tasks.base import check_boundary_overlap, class_incremental, class_order, pixel_mask_to_patches
+from tasks.base import (
+    check_boundary_overlap,
+    check_geometry,
+    check_model_size,
+    class_incremental,
+    class_order,
+    pixel_mask_to_patches,
+)
 from tasks.procedural import TASK_SHAPE_CLASSES, render_shapes
 
 
@@ -20,6 +27,9 @@ class SplitShapes:
     drawn from the next task's classes (``tasks.base.blur_boundaries``; 0: sharp boundaries).
     ``class_order_seed`` draws the order in which classes form the tasks (None: 0, 1, …); a grid with
     ``stream_seeds = true`` sets it and ``data_seed`` to each cell's seed.
+    Granularity: ``image_size`` and ``patch_size`` (32/8: 16 tokens, 32/4: 64, 64/4: 256; the scene
+    is drawn at ``image_size``, sizes relative to it), each with its own pretrained backbone; and
+    ``embed_dim``, ``depth``, ``num_heads`` size the ViT (``grids/paper.toml``: ViT-S at 196 tokens).
     """
 
     def __init__(
@@ -38,9 +48,12 @@ class SplitShapes:
         epochs: int = 3,
         boundary_overlap: float = 0.0,
         class_order_seed: int | None = None,
+        embed_dim: int = 64,
+        depth: int = 4,
+        num_heads: int = 4,
     ) -> None:
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        check_geometry(image_size, patch_size)
+        check_model_size(embed_dim, depth, num_heads)
         if not 0.05 <= object_scale <= 0.9:
             raise ValueError(f"object_scale must be in [0.05, 0.9], got {object_scale}")
         if modes_per_class < 1:
@@ -61,6 +74,9 @@ class SplitShapes:
         self.data_seed = data_seed
         self.epochs = epochs
         self.boundary_overlap = boundary_overlap
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
 
     def build(self) -> TaskStream:
         rng = np.random.default_rng(self.data_seed)
@@ -91,7 +107,13 @@ class SplitShapes:
             rng=rng,
         )
         backbone = BackboneSpec(
-            image_size=self.image_size, channels=3, patch_size=self.patch_size, pretrain_set="shapes-15"
+            image_size=self.image_size,
+            channels=3,
+            patch_size=self.patch_size,
+            pretrain_set="shapes-15",
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
         )
         return TaskStream(
             "split-shapes", experiences, len(TASK_SHAPE_CLASSES), backbone, has_masks=True, epochs=self.epochs

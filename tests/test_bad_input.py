@@ -70,6 +70,23 @@ CASES = [
         [],
         "needs ground-truth masks",
     ),
+    # Bad geometry of the issue-21 tasks: a patch that does not tile the image, no relevant share.
+    (
+        GOOD_NAMED + "[task_params.split-shapes]\npatch_size = 5\n",
+        [],
+        "patch_size 5 does not divide image_size 32",
+    ),
+    (
+        GOOD_NAMED.replace('"split-shapes"', '"split-shapes-distractors"')
+        + "[task_params.split-shapes-distractors]\nrelevant_share = 0.0\n",
+        [],
+        "relevant_share must be in (0, 0.35], got 0",
+    ),
+    (
+        GOOD_NAMED.replace('"split-shapes"', '"split-text"') + "[task_params.split-text]\nmin_length = 60\n",
+        [],
+        "min_length ≤ max_length",
+    ),
     (GOOD_NAMED, ["--jobs", "0"], "--jobs must be at least 1"),
     (GOOD_NAMED, ["--threads", "0"], "--threads must be at least 1"),
     (GOOD_NAMED, ["--executor", "rey"], "unknown executor 'rey' (did you mean 'ray'?)"),
@@ -92,8 +109,16 @@ CASES = [
         [],
         "100001 cells before exclusions, more than the 100000",
     ),
-    (GOOD_NAMED + "[task_params.split-shapes]\npatch_size = 0\n", [], "ZeroDivisionError"),
-    (GOOD_NAMED + "[task_params.split-shapes]\npatch_size = -8\n", [], "cannot be built from its parameters"),
+    (
+        GOOD_NAMED + "[task_params.split-shapes]\npatch_size = 0\n",
+        [],
+        "image_size and patch_size must be positive, got 32 and 0",
+    ),
+    (
+        GOOD_NAMED + "[task_params.split-shapes]\npatch_size = -8\n",
+        [],
+        "image_size and patch_size must be positive, got 32 and -8",
+    ),
     (
         GOOD_NAMED + "[task_params.split-shapes]\ndata_seed = -1\n",
         [],
