@@ -10,7 +10,7 @@ import io
 import math
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from benchmark.config import AUTO
 from benchmark.results import write_bytes_atomic
-from reports.leaderboard import KIND_ORDER, Record, finished_records, group_keys, leaderboard_frame
+from reports.records import BOUND, KIND_ORDER, finished_cells, is_auto, same_fraction
 
 COLUMN_WIDTH_INCHES = 3.4
 PNG_DPI = 200
@@ -55,32 +56,36 @@ Color = tuple[float, float, float]
 
 def series_labels(frame: pd.DataFrame) -> pd.Series:
     """Line name of each row: its method, plus ``t=…`` when the method runs at several token fractions."""
-    stored = frame[frame["kind"] != "bound"]
+    stored = frame[frame["kind"] != BOUND]
     fractions = stored.groupby("method")["token_fraction"].nunique()
     swept = set(fractions[fractions > 1].index)
     return pd.Series(
         [
-            f"{method} t={fraction:g}" if method in swept else method
+            f"{method} t={fraction_label(fraction)}" if method in swept else method
             for method, fraction in zip(frame["method"], frame["token_fraction"], strict=True)
         ],
         index=frame.index,
     )
 
 
+def fraction_label(value: float | str) -> str:
+    return AUTO if is_auto(value) else f"{float(value):g}"
+
+
 def palette_for(frame: pd.DataFrame) -> dict[str, Color]:
     """Colour-blind-safe colour per stored-memory series, by sorted name over ``frame``."""
-    names = sorted(set(series_labels(frame)[frame["kind"] != "bound"]))
+    names = sorted(set(series_labels(frame)[frame["kind"] != BOUND]))
     colors = sns.color_palette("colorblind", n_colors=10)
     return {name: tuple(colors[index % len(colors)]) for index, name in enumerate(names)}
 
 
-def method_palette(records: Iterable[Record]) -> dict[str, Color]:
-    """The colour of each method over all ``records``: pass every record so that figures agree."""
-    return palette_for(leaderboard_frame(records))
+def method_palette(board: pd.DataFrame) -> dict[str, Color]:
+    """The colour of each method over the whole leaderboard frame: pass all of it so that figures agree."""
+    return palette_for(board)
 
 
 def marker_for(frame: pd.DataFrame) -> dict[str, str]:
-    names = sorted(set(series_labels(frame)[frame["kind"] != "bound"]))
+    names = sorted(set(series_labels(frame)[frame["kind"] != BOUND]))
     return {name: MARKERS[index % len(MARKERS)] for index, name in enumerate(names)}
 
 
@@ -89,7 +94,7 @@ def marker_for(frame: pd.DataFrame) -> dict[str, str]:
 
 def bytes_per_retention(rows: pd.DataFrame) -> float | None:
     """Bytes a retention of 1.0 allows for this task (median of bytes_allowed / retention), if known."""
-    stored = rows[(rows["kind"] != "bound") & (rows["bytes_allowed"] > 0)]
+    stored = rows[(rows["kind"] != BOUND) & (rows["bytes_allowed"] > 0)]
     ratios = (stored["bytes_allowed"] / stored["retention"]).dropna()
     return float(ratios.median()) if len(ratios) else None
 
@@ -138,7 +143,7 @@ def _format_axes(axes, rows: pd.DataFrame) -> None:
         return
     top = axes.secondary_xaxis("top", functions=(lambda b: b / ratio * 100.0, lambda p: p * ratio / 100.0))
     top.set_xlabel("retention (% of task inputs)")
-    retentions = sorted(rows.loc[rows["kind"] != "bound", "retention"].dropna().unique())
+    retentions = sorted(rows.loc[rows["kind"] != BOUND, "retention"].dropna().unique())
     top.set_xticks([value * 100.0 for value in retentions])
     top.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
     top.xaxis.set_minor_locator(NullLocator())
@@ -171,14 +176,13 @@ def _legend(figure: Figure, axes) -> None:
     )
 
 
-def draw_memory_accuracy(records: Sequence[Record], task: str, caption: str) -> Figure:
-    """Final accuracy against memory used for ``task`` (a task label of ``leaderboard_frame``)."""
-    frame = leaderboard_frame(records)
+def draw_memory_accuracy(frame: pd.DataFrame, task: str, caption: str) -> Figure:
+    """Final accuracy against memory used for ``task`` (a task label of the leaderboard ``frame``)."""
     palette, markers = palette_for(frame), marker_for(frame)
     rows = frame[frame["task"] == task]
     if rows.empty:
         raise ValueError(f"no finished cells for task {task!r}")
-    stored = rows[rows["kind"] != "bound"]
+    stored = rows[rows["kind"] != BOUND]
     names = series_labels(frame)[stored.index]
     legend_order = sorted(
         set(names), key=lambda name: (KIND_ORDER[stored["kind"][names == name].iloc[0]], name)
@@ -188,7 +192,7 @@ def draw_memory_accuracy(records: Sequence[Record], task: str, caption: str) -> 
     axes = figure.add_subplot()
     for name in legend_order:  # coresets first, then core tokensets
         _plot_series(axes, stored[names == name], palette[name], markers[name], name)
-    _plot_bounds(axes, rows[rows["kind"] == "bound"])
+    _plot_bounds(axes, rows[rows["kind"] == BOUND])
     _format_axes(axes, rows)
     _legend(figure, axes)
     title = textwrap.fill(f"{task}. {caption}", CAPTION_WRAP_CHARS)
@@ -196,42 +200,34 @@ def draw_memory_accuracy(records: Sequence[Record], task: str, caption: str) -> 
     return figure
 
 
-def memory_accuracy_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+def memory_accuracy_figure(board: pd.DataFrame, task: str, out_dir: Path, caption: str) -> list[Path]:
     """``memory_accuracy_<task>.pdf`` and ``.png`` in ``out_dir``."""
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = draw_memory_accuracy(records, task, caption)
+        figure = draw_memory_accuracy(board, task, caption)
         return save_figure(figure, out_dir / f"memory_accuracy_{file_slug(task)}")
 
 
 # --- accuracy matrix ------------------------------------------------------------------------------
 
 
-def _matches(value: float | None, wanted: float | None) -> bool:
-    if value is None or wanted is None:
-        return value is None and wanted is None
-    if math.isnan(value) or math.isnan(wanted):  # NaN: token_fraction = "auto"
-        return math.isnan(value) and math.isnan(wanted)
-    return math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def matching_records(
-    records: Sequence[Record],
+def matching_cells(
+    cells: pd.DataFrame,
     task: str,
     method: str,
     retention: float | None,
-    token_fraction: float | None = None,
-) -> list[Record]:
-    """Finished records of one leaderboard row (all token fractions must agree unless one is given)."""
-    finished = finished_records(records)
-    chosen = [
-        record
-        for key, record in zip(group_keys(finished), finished, strict=True)
-        if key.task == task
-        and key.method == method
-        and _matches(key.retention, retention)
-        and (token_fraction is None or _matches(key.token_fraction, token_fraction))
+    token_fraction: float | str | None = None,
+) -> pd.DataFrame:
+    """Finished cells of one leaderboard row (all token fractions must agree unless one is given)."""
+    finished = finished_cells(cells)
+    wanted_retention = math.nan if retention is None else retention
+    chosen = finished[
+        (finished["task_label"] == task)
+        & (finished["method_label"] == method)
+        & np.isclose(finished["retention"], wanted_retention, rtol=1e-9, atol=1e-12, equal_nan=True)
     ]
-    fractions = {record["config"].get("token_fraction") for record in chosen}
+    if token_fraction is not None:
+        chosen = chosen[[same_fraction(value, token_fraction) for value in chosen["token_fraction"]]]
+    fractions = {str(value) for value in chosen["token_fraction"]}
     if len(fractions) > 1:
         raise ValueError(
             f"{method} on {task} ran at token fractions {sorted(fractions)}: pass token_fraction"
@@ -240,29 +236,29 @@ def matching_records(
 
 
 def mean_accuracy_matrix(
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     task: str,
     method: str,
     retention: float | None,
-    token_fraction: float | None = None,
+    token_fraction: float | str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Seed-mean accuracy matrix of one leaderboard row, and the number of seeds."""
-    chosen = matching_records(records, task, method, retention, token_fraction)
-    if not chosen:
+    chosen = matching_cells(cells, task, method, retention, token_fraction)
+    if chosen.empty:
         raise ValueError(f"no finished cells for {task} {method} retention={retention}")
-    matrices = [np.asarray(record["accuracy_matrix"], dtype=float) for record in chosen]
+    matrices = list(chosen["accuracy_matrix"])
     if len({matrix.shape for matrix in matrices}) > 1:
         raise ValueError(f"accuracy matrices of {task} {method} differ in shape across seeds")
     return np.mean(matrices, axis=0), len(matrices)
 
 
 def accuracy_matrix_figure(
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     task: str,
     method: str,
     retention: float | None,
     out_dir: Path,
-    token_fraction: float | None = None,
+    token_fraction: float | str | None = None,
     caption: str = "",
 ) -> list[Path]:
     """Annotated heat map of the seed-mean accuracy matrix (row: after task i, column: task j).
@@ -271,11 +267,11 @@ def accuracy_matrix_figure(
     ``accuracy_matrix_<task>_<method>_<r…|bound>[_t…].pdf/.png`` (``_t…`` only when a token
     fraction is given for a core tokenset).
     """
-    matrix, seeds = mean_accuracy_matrix(records, task, method, retention, token_fraction)
+    matrix, seeds = mean_accuracy_matrix(cells, task, method, retention, token_fraction)
     retention_text = "bound" if retention is None else f"{retention * 100:g}%"
     fraction_text = ""
-    if token_fraction is not None and (math.isnan(token_fraction) or token_fraction < 1.0):
-        fraction_text = ", t=auto" if math.isnan(token_fraction) else f", t={token_fraction:g}"
+    if token_fraction is not None and (is_auto(token_fraction) or float(token_fraction) < 1.0):
+        fraction_text = ", t=auto" if is_auto(token_fraction) else f", t={float(token_fraction):g}"
     with matplotlib.rc_context(PAPER_STYLE):
         figure = Figure(figsize=(COLUMN_WIDTH_INCHES, 3.0 if caption else 2.8), layout="constrained")
         FigureCanvasAgg(figure)
@@ -308,26 +304,26 @@ def accuracy_matrix_figure(
         retention_slug = "bound" if retention is None else f"r{retention * 100:g}"
         fraction_slug = ""
         if fraction_text and token_fraction is not None:
-            fraction_slug = "_tauto" if math.isnan(token_fraction) else f"_t{token_fraction:g}"
+            fraction_slug = "_tauto" if is_auto(token_fraction) else f"_t{float(token_fraction):g}"
         stem = f"accuracy_matrix_{file_slug(task)}_{file_slug(method)}_{retention_slug}{fraction_slug}"
         return save_figure(figure, out_dir / stem)
 
 
 def middle_retention(rows: pd.DataFrame) -> float | None:
     """The middle of a task's retentions (the lower middle of an even count), None without stored rows."""
-    retentions = sorted(rows.loc[rows["kind"] != "bound", "retention"].dropna().unique())
+    retentions = sorted(rows.loc[rows["kind"] != BOUND, "retention"].dropna().unique())
     return float(retentions[(len(retentions) - 1) // 2]) if retentions else None
 
 
-def matrix_selection(frame: pd.DataFrame, task: str) -> list[tuple[str, float | None, float | None]]:
+def matrix_selection(frame: pd.DataFrame, task: str) -> list[tuple[str, float | None, float | str | None]]:
     """(method, retention, token fraction) whose accuracy matrices the report draws for ``task``.
 
     The bounds, and at the middle retention the best coreset and the best core tokenset by final
     accuracy (first in leaderboard order on a tie).
     """
     rows = frame[frame["task"] == task]
-    chosen: list[tuple[str, float | None, float | None]] = [
-        (method, None, None) for method in rows.loc[rows["kind"] == "bound", "method"]
+    chosen: list[tuple[str, float | None, float | str | None]] = [
+        (method, None, None) for method in rows.loc[rows["kind"] == BOUND, "method"]
     ]
     retention = middle_retention(rows)
     if retention is None:
@@ -338,18 +334,19 @@ def matrix_selection(frame: pd.DataFrame, task: str) -> list[tuple[str, float | 
         if candidates.empty:
             continue
         best = candidates.loc[candidates["final_accuracy_mean"].idxmax()]
-        chosen.append((best["method"], retention, float(best["token_fraction"])))
+        chosen.append((best["method"], retention, best["token_fraction"]))
     return chosen
 
 
-def accuracy_matrix_figures(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+def accuracy_matrix_figures(
+    cells: pd.DataFrame, board: pd.DataFrame, task: str, out_dir: Path, caption: str
+) -> list[Path]:
     """The heat maps of ``matrix_selection`` for ``task``."""
-    frame = leaderboard_frame(records)
     return [
         path
-        for method, retention, fraction in matrix_selection(frame, task)
+        for method, retention, fraction in matrix_selection(board, task)
         for path in accuracy_matrix_figure(
-            records, task, method, retention, out_dir, token_fraction=fraction, caption=caption
+            cells, task, method, retention, out_dir, token_fraction=fraction, caption=caption
         )
     ]
 
@@ -357,9 +354,8 @@ def accuracy_matrix_figures(records: Sequence[Record], task: str, out_dir: Path,
 # --- forgetting per method ----------------------------------------------------------------------------
 
 
-def draw_forgetting(records: Sequence[Record], task: str, caption: str) -> Figure:
+def draw_forgetting(frame: pd.DataFrame, task: str, caption: str) -> Figure:
     """Average forgetting (mean and 95% CI over seeds) per method, one marker per retention."""
-    frame = leaderboard_frame(records)
     rows = frame[frame["task"] == task]
     if rows.empty:
         raise ValueError(f"no finished cells for task {task!r}")
@@ -381,7 +377,7 @@ def draw_forgetting(records: Sequence[Record], task: str, caption: str) -> Figur
     offsets = np.linspace(-0.22, 0.22, len(retentions)) if len(retentions) > 1 else np.zeros(1)
     for position, name in enumerate(order):
         group = rows[labels == name]
-        if group["kind"].iloc[0] == "bound":
+        if group["kind"].iloc[0] == BOUND:
             row = group.iloc[0]
             axes.errorbar(
                 row["forgetting_mean"],
@@ -437,10 +433,10 @@ def _finite(value: float) -> float:
     return 0.0 if value is None or math.isnan(value) else float(value)
 
 
-def forgetting_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+def forgetting_figure(board: pd.DataFrame, task: str, out_dir: Path, caption: str) -> list[Path]:
     """``forgetting_<task>.pdf`` and ``.png`` in ``out_dir``."""
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = draw_forgetting(records, task, caption)
+        figure = draw_forgetting(board, task, caption)
         return save_figure(figure, out_dir / f"forgetting_{file_slug(task)}")
 
 
@@ -472,18 +468,17 @@ def budget_split_points(frame: pd.DataFrame, task: str, method: str) -> pd.DataF
         & (frame["method"] == sample_selector_label(method))
         & frame["retention"].isin(rows["retention"])
     ].assign(source="coreset", token_fraction=1.0)
-    at_one = set(rows.loc[np.isclose(rows["token_fraction"], 1.0), "retention"])
+    at_one = set(rows.loc[[same_fraction(value, 1.0) for value in rows["token_fraction"]], "retention"])
     coreset = coreset[~coreset["retention"].isin(at_one)]
     columns = ["retention", "token_fraction", "final_accuracy_mean", "final_accuracy_ci", "source"]
     points = pd.concat([rows[columns], coreset[columns]], ignore_index=True)
     return points.sort_values(["retention", "token_fraction"], ignore_index=True)
 
 
-def draw_budget_split(records: Sequence[Record], task: str, caption: str) -> Figure | None:
+def draw_budget_split(frame: pd.DataFrame, task: str, caption: str) -> Figure | None:
     """Final accuracy against token fraction t at fixed bytes: a panel per swept core tokenset, a line
     per retention; the coreset of the same sample selector is the t = 1 point (a hollow square).
     None when no core tokenset of ``task`` ran at more than one token fraction."""
-    frame = leaderboard_frame(records)
     methods = split_methods(frame, task)
     if not methods:
         return None
@@ -547,12 +542,12 @@ def draw_budget_split(records: Sequence[Record], task: str, caption: str) -> Fig
     return figure
 
 
-def budget_split_figure(records: Sequence[Record], task: str, out_dir: Path, caption: str) -> list[Path]:
+def budget_split_figure(board: pd.DataFrame, task: str, out_dir: Path, caption: str) -> list[Path]:
     """``budget_split_<task>.pdf``/``.png``, or nothing when no token fraction was swept (a stale
     figure of an earlier report is removed)."""
     stem = out_dir / f"budget_split_{file_slug(task)}"
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = draw_budget_split(records, task, caption)
+        figure = draw_budget_split(board, task, caption)
         if figure is None:
             for suffix in (".pdf", ".png"):
                 stem.with_name(stem.name + suffix).unlink(missing_ok=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,7 +29,7 @@ from benchmark.gallery import (
     first_stream_with_masks,
 )
 from reports.figures import CAPTION_FONT_SIZE, PAPER_STYLE, save_figure
-from reports.leaderboard import Record, finished_records
+from reports.records import attribution_columns, finished_cells
 
 DIM = 0.22  # brightness left to a dropped token
 MASK_COLOR = "#ffd400"
@@ -37,30 +37,28 @@ CELL_INCHES = 0.82
 GALLERY_STEM = "attribution_gallery"
 
 
-def gallery_sources(records: Sequence[Record]) -> list[GallerySource]:
-    """Each distinct (task, task parameters) of the finished records, those with attribution first.
+def gallery_sources(cells: pd.DataFrame) -> list[GallerySource]:
+    """Each distinct (task, task parameters) of the finished cells, those with attribution first.
 
-    A token selector's parameters are taken from the records when they ran it with one setting.
+    A token selector's parameters are taken from the cells when they ran it with one setting.
     """
-    finished = finished_records(records)
+    finished = finished_cells(cells)
+    attribution = attribution_columns(finished)
     selector_params: dict[str, set[str]] = {}
-    for record in finished:
-        config = record["config"]
-        if config.get("token_selector"):
-            params = json.dumps(config.get("token_selector_params") or {}, sort_keys=True)
-            selector_params.setdefault(config["token_selector"], set()).add(params)
+    for _, row in finished[finished["token_selector"].notna()].iterrows():
+        params = json.dumps(row["token_selector_params"], sort_keys=True)
+        selector_params.setdefault(row["token_selector"], set()).add(params)
     chosen_params = {
         name: json.loads(next(iter(settings)))
         for name, settings in selector_params.items()
         if len(settings) == 1
     }
     sources: dict[str, tuple[bool, GallerySource]] = {}
-    for record in finished:
-        config = record["config"]
-        key = json.dumps([config["task"], config.get("task_params") or {}], sort_keys=True)
-        has_attribution = bool(record.get("attribution"))
+    for _, row in finished.iterrows():
+        key = json.dumps([row["task"], row["task_params"]], sort_keys=True)
+        has_attribution = bool(attribution) and bool(row[attribution].notna().any())
         if key not in sources or (has_attribution and not sources[key][0]):
-            source = GallerySource(config["task"], dict(config.get("task_params") or {}), chosen_params)
+            source = GallerySource(row["task"], dict(row["task_params"]), chosen_params)
             sources[key] = (has_attribution, source)
     ordered = sorted(sources.items(), key=lambda item: (not item[1][0], item[0]))
     return [source for _, (_, source) in ordered]
@@ -145,10 +143,10 @@ def gallery_title(source: GallerySource, gallery: Gallery, caption: str, epochs:
 
 
 def attribution_gallery(
-    records: Sequence[Record], out_dir: Path, caption: str, epochs: int = GALLERY_EPOCHS
+    cells: pd.DataFrame, out_dir: Path, caption: str, epochs: int = GALLERY_EPOCHS
 ) -> tuple[list[Path], str | None]:
     """``attribution_gallery.pdf``/``.png`` and no note, or no file and a note saying why."""
-    found = first_stream_with_masks(gallery_sources(records))
+    found = first_stream_with_masks(gallery_sources(cells))
     if found is None:
         for stale in (out_dir / f"{GALLERY_STEM}.pdf", out_dir / f"{GALLERY_STEM}.png"):
             stale.unlink(missing_ok=True)

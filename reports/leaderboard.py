@@ -8,7 +8,6 @@ so cells that differ in anything but the seed are never pooled as if they were s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,15 +17,22 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.results import FAILED, FINISHED, write_text_atomic
-from reports.stats import format_bytes, format_mean_ci, format_number, mean_ci, mean_or_nan, present
+from benchmark.results import write_text_atomic
+from reports.records import (
+    ACCURACY,
+    BOUND,
+    KIND_ORDER,
+    attribution_columns,
+    failed_cells,
+    finished_cells,
+    is_auto,
+)
+from reports.records import ATTRIBUTION_PREFIX as CELL_ATTRIBUTION_PREFIX
+from reports.stats import format_bytes, format_mean_ci, format_number, mean_ci, mean_or_nan
 
-Record = dict[str, Any]
+Row = dict[str, Any]  # one output row, column → value
 
-BOUND_METHODS = frozenset({"none", "joint"})
 LEARNED_THRESHOLD = 0.9
-ACCURACY = "accuracy"
-KIND_ORDER = {"bound": 0, "coreset": 1, "core tokenset": 2}
 BOUND_ORDER = {"none": 0, "joint": 1}  # lower bound first
 ATTRIBUTION_ORDER = ("precision", "recall", "pointing_game")
 ATTRIBUTION_PREFIX = "attribution_"
@@ -34,163 +40,65 @@ NOT_LEARNED_NOTE = "diagonal mean < 0.9: the model did not learn every task; com
 MISSING = "–"
 
 
-@dataclass(frozen=True)
-class GroupKey:
-    """What a leaderboard row pools over seeds."""
+# --- cells -> groups ------------------------------------------------------------------------------
 
-    task: str
-    method: str
-    kind: str
-    retention: float | None
-    token_fraction: float
+GROUP_COLUMNS = ["task_label", "method_label", "kind", "retention", "token_fraction"]
 
 
-# --- records -> groups ---------------------------------------------------------------------------
+def _row_order(row: Row) -> tuple:
+    retention = -1.0 if math.isnan(row["retention"]) else row["retention"]
+    bound = BOUND_ORDER.get(row["method"].split("[")[0], len(BOUND_ORDER))
+    fraction = 2.0 if is_auto(row["token_fraction"]) else float(row["token_fraction"])
+    return (row["task"], retention, KIND_ORDER[row["kind"]], bound, row["method"], fraction)
 
 
-def unique_records(records: Iterable[Record]) -> list[Record]:
-    """One record per config hash (the same cell found in two grids' folders), a finished one first."""
-    chosen: dict[str, Record] = {}
-    for record in records:
-        previous = chosen.get(record["config_hash"])
-        if previous is None or (previous["status"] != FINISHED and record["status"] == FINISHED):
-            chosen[record["config_hash"]] = record
-    return list(chosen.values())
-
-
-def finished_records(records: Iterable[Record]) -> list[Record]:
-    return [record for record in unique_records(records) if record["status"] == FINISHED]
-
-
-def method_kind(config: Record) -> str:
-    if config["method"] in BOUND_METHODS or config.get("retention") is None:
-        return "bound"
-    return "coreset" if config.get("token_selector") is None else "core tokenset"
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def varying_keys(param_dicts: Iterable[Record]) -> list[str]:
-    """Keys whose value (or presence) is not the same in every dict."""
-    dicts = list(param_dicts)
-    keys = sorted({key for params in dicts for key in params})
-    unset = object()
-    return [
-        key
-        for key in keys
-        if len({_canonical(params[key]) if key in params else id(unset) for params in dicts}) > 1
+def grouped_cells(cells: pd.DataFrame) -> list[pd.DataFrame]:
+    """The finished cells of each leaderboard row (sorted by seed), rows in leaderboard order."""
+    finished = finished_cells(cells)
+    groups = [
+        group.sort_values("seed") for _, group in finished.groupby(GROUP_COLUMNS, sort=False, dropna=False)
     ]
-
-
-def _plain(value: Any) -> str:
-    return value if isinstance(value, str) else _canonical(value)
-
-
-def _label(name: str, params: Record, keys: Sequence[str]) -> str:
-    if not keys:
-        return name
-    shown = ", ".join(f"{key}={_plain(params.get(key))}" for key in keys)
-    return f"{name}[{shown}]"
-
-
-def _method_params(config: Record) -> Record:
-    params = dict(config.get("selector_params") or {})
-    params.update(
-        {f"token.{key}": value for key, value in (config.get("token_selector_params") or {}).items()}
-    )
-    params.update({f"train.{key}": value for key, value in (config.get("train") or {}).items()})
-    return params
-
-
-def group_keys(records: Sequence[Record]) -> list[GroupKey]:
-    """The row each record belongs to, labels made from the parameters that vary among ``records``."""
-    configs = [record["config"] for record in records]
-    task_keys = {
-        task: varying_keys(c.get("task_params") or {} for c in configs if c["task"] == task)
-        for task in {c["task"] for c in configs}
-    }
-    method_keys = {
-        method: varying_keys(_method_params(c) for c in configs if c["method"] == method)
-        for method in {c["method"] for c in configs}
-    }
-    return [
-        GroupKey(
-            task=_label(c["task"], c.get("task_params") or {}, task_keys[c["task"]]),
-            method=_label(c["method"], _method_params(c), method_keys[c["method"]]) + _auto_suffix(c),
-            kind=method_kind(c),
-            retention=None if c.get("retention") is None else float(c["retention"]),
-            token_fraction=_token_fraction(c),
-        )
-        for c in configs
+    keys = [
+        {
+            "task": group["task_label"].iat[0],
+            "method": group["method_label"].iat[0],
+            "kind": group["kind"].iat[0],
+            "retention": group["retention"].iat[0],
+            "token_fraction": group["token_fraction"].iat[0],
+        }
+        for group in groups
     ]
-
-
-def grouped_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
-    """Finished records by row, rows in leaderboard order."""
-    finished = finished_records(records)
-    groups: dict[GroupKey, list[Record]] = {}
-    for key, record in zip(group_keys(finished), finished, strict=True):
-        groups.setdefault(key, []).append(record)
-    return {key: sorted(groups[key], key=_seed) for key in sorted(groups, key=_row_order)}
-
-
-def _token_fraction(config: dict) -> float:
-    """t as a number; NaN for ``"auto"`` (t chosen per task: the method label says so)."""
-    value = config.get("token_fraction", 1.0)
-    return math.nan if isinstance(value, str) else float(value)
-
-
-def _auto_suffix(config: dict) -> str:
-    return " [t=auto]" if isinstance(config.get("token_fraction"), str) else ""
-
-
-def _row_order(key: GroupKey) -> tuple:
-    retention = -1.0 if key.retention is None else key.retention
-    bound = BOUND_ORDER.get(key.method.split("[")[0], len(BOUND_ORDER))
-    fraction = 2.0 if math.isnan(key.token_fraction) else key.token_fraction
-    return (key.task, retention, KIND_ORDER[key.kind], bound, key.method, fraction)
-
-
-def _seed(record: Record) -> int:
-    return int(record["config"].get("seed", 0))
+    order = sorted(range(len(groups)), key=lambda index: _row_order(keys[index]))
+    return [groups[index] for index in order]
 
 
 # --- groups -> frame -----------------------------------------------------------------------------
 
 
-def diagonal_mean(record: Record) -> float | None:
-    """The record's diagonal mean, or the mean of its accuracy matrix's diagonal when not stored."""
-    if record.get("diagonal_mean") is not None:
-        return float(record["diagonal_mean"])
-    matrix = record.get("accuracy_matrix") or []
-    diagonal = [row[index] for index, row in enumerate(matrix) if index < len(row)]
-    return sum(diagonal) / len(diagonal) if diagonal else None
-
-
-def attribution_names(records: Iterable[Record]) -> list[str]:
-    names = {name for record in records for name in (record.get("attribution") or {})}
+def attribution_names(cells: pd.DataFrame) -> list[str]:
+    measured = [column for column in attribution_columns(cells) if cells[column].notna().any()]
+    names = {column.removeprefix(CELL_ATTRIBUTION_PREFIX) for column in measured}
     known = [name for name in ATTRIBUTION_ORDER if name in names]
     return known + sorted(names - set(known))
 
 
 def _joined(values: Iterable[Any]) -> str:
-    return ",".join(str(value) for value in sorted(set(values), key=str) if value is not None)
+    return ",".join(str(value) for value in sorted(set(values), key=str) if value is not None and value != "")
 
 
-def _group_row(key: GroupKey, records: Sequence[Record], attribution: Sequence[str]) -> Record:
-    final_mean, final_ci = mean_ci(present(record["final_average_accuracy"] for record in records))
-    forgetting_mean, forgetting_ci = mean_ci(present(record.get("average_forgetting") for record in records))
-    diagonals = [diagonal_mean(record) for record in records]
-    metric = _joined(record.get("metric", ACCURACY) for record in records)
-    row: Record = {
-        "task": key.task,
-        "method": key.method,
-        "kind": key.kind,
-        "retention": math.nan if key.retention is None else key.retention,
-        "token_fraction": key.token_fraction,
-        "seeds": len(records),
+def _group_row(group: pd.DataFrame, attribution: Sequence[str]) -> Row:
+    final_mean, final_ci = mean_ci(group["final_average_accuracy"].dropna())
+    forgetting_mean, forgetting_ci = mean_ci(group["average_forgetting"].dropna())
+    diagonals = [None if math.isnan(value) else value for value in group["diagonal_mean"]]
+    metric = _joined(group["metric"])
+    first = group.iloc[0]
+    row: Row = {
+        "task": first["task_label"],
+        "method": first["method_label"],
+        "kind": first["kind"],
+        "retention": first["retention"],
+        "token_fraction": first["token_fraction"],
+        "seeds": len(group),
         "final_accuracy_mean": final_mean,
         "final_accuracy_ci": final_ci,
         "forgetting_mean": forgetting_mean,
@@ -200,27 +108,30 @@ def _group_row(key: GroupKey, records: Sequence[Record], attribution: Sequence[s
         "learned": metric != ACCURACY
         or all(value is not None and value >= LEARNED_THRESHOLD for value in diagonals),
         "metric": metric,
-        "bytes_used_mean": mean_or_nan(record.get("bytes_used") for record in records),
-        "bytes_allowed": mean_or_nan(record.get("bytes_allowed") for record in records),
+        "bytes_used_mean": float(group["bytes_used"].mean()),
+        "bytes_allowed": float(group["bytes_allowed"].mean()),
     }
     for name in attribution:
-        values = ((record.get("attribution") or {}).get(name) for record in records)
-        row[f"{ATTRIBUTION_PREFIX}{name}_mean"] = mean_or_nan(values)
-    row["grid"] = _joined(record["config"].get("grid") for record in records)
-    row["seed_values"] = _joined(_seed(record) for record in records)
-    row["commits"] = _joined((record.get("provenance") or {}).get("commit") for record in records)
-    row["config_hashes"] = _joined(record["config_hash"] for record in records)
+        row[f"{ATTRIBUTION_PREFIX}{name}_mean"] = mean_or_nan(
+            None if math.isnan(value) else value for value in group[f"{CELL_ATTRIBUTION_PREFIX}{name}"]
+        )
+    row["grid"] = _joined(group["grid"])
+    row["seed_values"] = _joined(group["seed"])
+    row["commits"] = _joined(group["commit"])
+    row["config_hashes"] = _joined(group["config_hash"])
     return row
 
 
-def leaderboard_frame(records: Iterable[Record]) -> pd.DataFrame:
-    """Finished cells pooled over seeds: one row per task × method × retention × token fraction.
+def leaderboard_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Finished cells (of ``records.cell_frame``) pooled over seeds: one row per task × method × retention ×
+    token fraction.
 
-    ``retention`` is NaN for the bounds; ``*_ci`` are Student-t 95% half-widths (NaN for one seed).
+    ``retention`` is NaN for the bounds; ``token_fraction`` a float or ``AUTO``; ``*_ci`` are Student-t
+    95% half-widths (NaN for one seed).
     """
-    groups = grouped_records(records)
-    attribution = attribution_names(record for group in groups.values() for record in group)
-    rows = [_group_row(key, group, attribution) for key, group in groups.items()]
+    groups = grouped_cells(cells)
+    attribution = attribution_names(cells)
+    rows = [_group_row(group, attribution) for group in groups]
     frame = pd.DataFrame(rows, columns=_frame_columns(attribution))
     frame["rank"] = rank_within_groups(frame)
     return frame
@@ -228,14 +139,14 @@ def leaderboard_frame(records: Iterable[Record]) -> pd.DataFrame:
 
 def rank_within_groups(frame: pd.DataFrame) -> pd.Series:
     """Rank of final accuracy (1 = best; ties share the best rank) within task × retention; NaN for bounds."""
-    stored = frame[frame["kind"] != "bound"]
+    stored = frame[frame["kind"] != BOUND]
     ranks = stored.groupby(["task", "retention"])["final_accuracy_mean"].rank(ascending=False, method="min")
     return ranks.reindex(frame.index)
 
 
 def overall_rank_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per method: its mean rank over every task × retention it ran at, best first."""
-    stored = frame[frame["kind"] != "bound"]
+    stored = frame[frame["kind"] != BOUND]
     overall = (
         stored.groupby(["method", "kind"], as_index=False)
         .agg(mean_rank=("rank", "mean"), groups=("rank", "size"), tasks=("task", "nunique"))
@@ -287,20 +198,20 @@ def _frame_columns(attribution: Sequence[str]) -> list[str]:
     ]
 
 
-def failed_frame(records: Iterable[Record]) -> pd.DataFrame:
+def failed_frame(cells: pd.DataFrame) -> pd.DataFrame:
     """Failed cells (a cell that also finished in another folder is not listed), error on one line."""
-    failed = [record for record in unique_records(records) if record["status"] == FAILED]
+    failed = failed_cells(cells)
     rows = [
         {
-            "task": record["config"]["task"],
-            "method": record["config"]["method"],
-            "retention": record["config"].get("retention"),
-            "token_fraction": record["config"].get("token_fraction"),
-            "seed": record["config"].get("seed"),
-            "error": " ".join(str(record.get("error") or "").split()),
-            "config_hash": record["config_hash"],
+            "task": row["task"],
+            "method": row["method"],
+            "retention": None if math.isnan(row["retention"]) else row["retention"],
+            "token_fraction": row["token_fraction"],
+            "seed": row["seed"],
+            "error": " ".join(str(row["error"] or "").split()),
+            "config_hash": row["config_hash"],
         }
-        for record in failed
+        for _, row in failed.iterrows()
     ]
     columns = ["task", "method", "retention", "token_fraction", "seed", "error", "config_hash"]
     return pd.DataFrame(rows, columns=columns).sort_values(["task", "method", "seed"], ignore_index=True)
@@ -308,7 +219,7 @@ def failed_frame(records: Iterable[Record]) -> pd.DataFrame:
 
 def best_final_mask(frame: pd.DataFrame) -> pd.Series:
     """True for the best final accuracy of each task × retention (bounds excluded; ties all best)."""
-    stored = frame["kind"] != "bound"
+    stored = frame["kind"] != BOUND
     best = frame[stored].groupby(["task", "retention"])["final_accuracy_mean"].transform("max")
     return (frame["final_accuracy_mean"] == best.reindex(frame.index)) & stored
 
@@ -413,7 +324,9 @@ def _attribution_columns(frame: pd.DataFrame) -> list[str]:
     return [column for column in frame.columns if column.startswith(ATTRIBUTION_PREFIX)]
 
 
-def _fraction(value: float, markup: Markup) -> str:
+def _fraction(value: Any, markup: Markup) -> str:
+    if is_auto(value):
+        return markup.missing  # the method label says "[t=auto]"
     return markup.missing if math.isnan(value) else f"{value * 100:g}{markup.percent}"
 
 
@@ -426,7 +339,7 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
     )
     final = markup.bold(final) if is_best else final
     final += "" if row["learned"] else markup.dagger
-    stored = row["kind"] != "bound"
+    stored = row["kind"] != BOUND
     return [
         markup.escape(row["task"]),
         markup.escape(row["method"]),

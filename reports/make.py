@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from benchmark.errors import UserError
 from benchmark.results import load_results, write_text_atomic
 from reports.figures import (
@@ -23,6 +25,7 @@ from reports.leaderboard import (
     write_csv,
     write_tables,
 )
+from reports.records import cell_frame
 from reports.regimes import write_regime_report
 from reports.site import write_site
 
@@ -44,29 +47,29 @@ def make_report(
     regime map: ``regimes.md``, ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes").
     Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
-    records = load_results(results_dir)
-    frame = leaderboard_frame(records)
+    cells = cell_frame(load_results(results_dir))
+    frame = leaderboard_frame(cells)
     if frame.empty:
         raise UserError(f"no finished cell results under {results_dir}: run a grid first")
     caption = caption_for(frame)
     stale = {path for pattern in (MATRIX_GLOB, "budget_split_*") for path in out_dir.glob(pattern)}
     figures: list[Path] = []
     for task in frame["task"].unique():
-        figures += memory_accuracy_figure(records, task, out_dir, caption)
-        figures += budget_split_figure(records, task, out_dir, caption)
-        figures += forgetting_figure(records, task, out_dir, caption)
-        figures += accuracy_matrix_figures(records, task, out_dir, caption)
+        figures += memory_accuracy_figure(frame, task, out_dir, caption)
+        figures += budget_split_figure(frame, task, out_dir, caption)
+        figures += forgetting_figure(frame, task, out_dir, caption)
+        figures += accuracy_matrix_figures(cells, frame, task, out_dir, caption)
     for path in stale - set(figures):
         path.unlink(missing_ok=True)
     notes: list[str] = []
     gallery_paths: list[Path] = []
     if gallery:
-        gallery_paths, note = attribution_gallery(records, out_dir, caption)
+        gallery_paths, note = attribution_gallery(cells, out_dir, caption)
         notes += [note] if note else []
     else:
         notes.append("Attribution gallery not made for this report (gallery=False).")
-    failed = _write_failed(records, out_dir / "failed.md")
-    regimes = write_regime_report(records, out_dir, caption)
+    failed = _write_failed(cells, out_dir / "failed.md")
+    regimes = write_regime_report(cells, out_dir, caption)
     outputs = {
         "tables": write_tables(frame, out_dir, caption),
         "csv": [write_csv(frame, out_dir / "leaderboard.csv")],
@@ -76,16 +79,16 @@ def make_report(
         "regimes": regimes,
     }
     if site:
-        failed_count = len(failed_frame(records)) if failed else 0
+        failed_count = len(failed_frame(cells)) if failed else 0
         existing = [*figures, *gallery_paths, *regimes]
         if not gallery:  # keep showing a gallery an earlier report made
             existing += [path for path in out_dir.glob("attribution_gallery.*")]
-        outputs["site"] = [write_site(frame, records, caption, existing, out_dir, notes, failed_count)]
+        outputs["site"] = [write_site(frame, cells, caption, existing, out_dir, notes, failed_count)]
     return outputs
 
 
-def _write_failed(records: list[dict], path: Path) -> list[Path]:
-    failed = failed_frame(records)
+def _write_failed(cells: pd.DataFrame, path: Path) -> list[Path]:
+    failed = failed_frame(cells)
     if failed.empty:
         path.unlink(missing_ok=True)
         return []

@@ -22,9 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from reports.figures import CAPTION_FONT_SIZE, COLUMN_WIDTH_INCHES, NARROW_WRAP_CHARS, file_slug
-from reports.leaderboard import Record
+from reports.records import is_auto
 from reports.regime_table import (
-    AUTO,
     CORESET,
     TOKEN_FRACTION,
     TOKENSET,
@@ -172,17 +171,17 @@ def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, st
 
 def realized_fraction(cell: Cell) -> float:
     """The mean token fraction a cell used over its tasks (for "auto"); NaN when not recorded."""
-    per_task = cell.record.get("token_fraction_per_task")
+    per_task = [value for value in cell.token_fraction_per_task if value is not None]
     if per_task:
         return float(np.mean(per_task))
-    return math.nan if cell.token_fraction == AUTO else float(cell.token_fraction)
+    return math.nan if is_auto(cell.token_fraction) else float(cell.token_fraction)
 
 
 def partial_accuracy_frame(cells: Sequence[Cell]) -> pd.DataFrame:
     """Per cell, ranking and t: the mean over tasks of the last row of its partial-input matrix."""
     rows = []
     for cell in cells:
-        for ranking, matrices in (cell.record.get("partial_input_accuracy") or {}).items():
+        for ranking, matrices in (cell.partial_input_accuracy or {}).items():
             for fraction, matrix in matrices.items():
                 if matrix:
                     rows.append(
@@ -222,7 +221,9 @@ def _accuracy_panel(axes, cells: Sequence[Cell]) -> None:
         color = colors[retention]
         for method in methods:
             at = [c for c in tokensets if c.method == method and dict(c.regime)["retention"] == retention]
-            numeric = sorted({c.token_fraction for c in at if c.token_fraction != AUTO}, key=fraction_order)
+            numeric = sorted(
+                {c.token_fraction for c in at if not is_auto(c.token_fraction)}, key=fraction_order
+            )
             stats = [mean_ci(c.accuracy for c in at if c.token_fraction == t) for t in numeric]
             mean = np.array([s[0] for s in stats])
             half = np.nan_to_num(np.array([s[1] for s in stats]))
@@ -231,7 +232,7 @@ def _accuracy_panel(axes, cells: Sequence[Cell]) -> None:
                 axes.plot(numeric, mean, marker="o", linestyle=styles[method], color=color, label=label)
                 axes.fill_between(numeric, mean - half, mean + half, color=color, alpha=0.18, linewidth=0)
                 fractions += numeric
-            auto = [c for c in at if c.token_fraction == AUTO]
+            auto = [c for c in at if is_auto(c.token_fraction)]
             where = float(np.nanmean([realized_fraction(c) for c in auto])) if auto else math.nan
             if auto and not math.isnan(where):
                 auto_mean, auto_half = mean_ci(c.accuracy for c in auto)
@@ -294,7 +295,7 @@ def _partial_panel(axes, cells: Sequence[Cell]) -> None:
     axes.legend(frameon=False, fontsize=6)
 
 
-def draw_accuracy_vs_t(records: Iterable[Record], task: str | None = None) -> Figure | None:
+def draw_accuracy_vs_t(frame: pd.DataFrame, task: str | None = None) -> Figure | None:
     """Left: final accuracy against token fraction t at fixed bytes, a line per retention (and per core
     tokenset method when several), mean ± 95% CI over seeds; the best coreset is the t = 1 square and
     "auto" a star at the mean t it used (``token_fraction_per_task``). Right: accuracy on partial test
@@ -304,7 +305,7 @@ def draw_accuracy_vs_t(records: Iterable[Record], task: str | None = None) -> Fi
     ``task``: which task (default: the first, by name, with a core tokenset); None when no core
     tokenset of it ran.
     """
-    cells = regime_cells(records)
+    cells = regime_cells(frame)
     tasks = sorted({dict(c.regime)["task"] for c in cells if c.kind == TOKENSET})
     task = task if task is not None else (tasks[0] if tasks else None)
     cells = [c for c in cells if dict(c.regime)["task"] == task]

@@ -12,34 +12,29 @@ accuracy over seeds, paired by seed.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.config import LATER_TASK_PARAMS, LATER_TRAIN_FIELDS
-from reports.leaderboard import Record, finished_records, method_kind, varying_keys
+from reports.records import (
+    BOUND,
+    CORESET,
+    TOKENSET,
+    finished_cells,
+    fraction_order,
+    is_auto,
+)
 from reports.stats import format_mean_ci, mean_ci
 
-AUTO = "auto"
+Row = dict[str, Any]  # one output row, column → value
+
 TOKEN_FRACTION = "token_fraction"
-# Config keys that name the memory method or the repetition, not the regime.
-NOT_REGIME = frozenset(
-    {"grid", "method", "sample_selector", "token_selector", "selector_params", "token_selector_params"}
-    | {TOKEN_FRACTION, "seed"}
-)
-# Options added after records were first written, with the value that reproduces the older behaviour:
-# a record without the key ran at that value, so it joins the regime of records that name it.
-LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "train": dict(LATER_TRAIN_FIELDS),
-    "task_params": dict(LATER_TASK_PARAMS),
-}
 RESULT_COLUMNS = (
     "coreset",
     "coreset_mean",
@@ -58,9 +53,6 @@ RESULT_COLUMNS = (
     "bytes_allowed",
     "equal_bytes",
 )
-CORESET, TOKENSET = "coreset", "core tokenset"
-# [train] settings that change what is measured or where, not what is learned: not regime axes.
-MEASUREMENT_ONLY = frozenset({"train.partial_inputs", "train.eval_batch_size", "train.device"})
 # A coreset stores whole samples and has no input dropout: the replay mode never changes what it
 # feeds the model, so one coreset record stands for every replay mode a grid sweeps (regimes.toml
 # does not rerun coresets under replay = "mask").
@@ -70,86 +62,39 @@ NEITHER = "neither (CI spans 0)"
 
 @dataclass(frozen=True)
 class Cell:
-    """One finished coreset or core-tokenset record, as the regime map sees it."""
+    """One finished coreset or core-tokenset cell, as the regime map sees it."""
 
     regime: tuple[tuple[str, Any], ...]  # (axis, value) in axis order; values hashable
     kind: str  # CORESET or TOKENSET
     method: str  # label: the method, plus its selector parameters where they vary
-    token_fraction: float | str  # a float, or "auto"; 1.0 for coresets
+    token_fraction: float | str  # a float, or AUTO; 1.0 for coresets
     seed: int
     accuracy: float
     bytes_allowed: float  # NaN when not recorded
-    record: Record
+    token_fraction_per_task: tuple[float | None, ...] = ()  # the t used per task, where recorded
+    partial_input_accuracy: dict[str, dict[str, list[list[float]]]] | None = None  # ranking → t → matrix
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return value
-
-
-def regime_of(config: Record) -> dict[str, Any]:
-    """The regime axes of a cell's config, in a fixed order: task, retention, task parameters, the rest."""
-    axes: dict[str, Any] = {"task": config["task"], "retention": config.get("retention")}
-    task_params = {**LATER_DEFAULTS["task_params"], **(config.get("task_params") or {})}
-    axes.update({key: _hashable(task_params[key]) for key in sorted(task_params)})
-    for name in sorted(set(config) - NOT_REGIME - {"task", "retention", "task_params"}):
-        value = config[name]
-        if isinstance(value, dict):
-            value = {**LATER_DEFAULTS.get(name, {}), **value}
-            axes.update({f"{name}.{key}": _hashable(value[key]) for key in sorted(value)})
-        else:
-            axes[name] = _hashable(value)
-    return {axis: value for axis, value in axes.items() if axis not in MEASUREMENT_ONLY}
-
-
-def token_fraction_of(config: Record) -> float | str:
-    value = config.get(TOKEN_FRACTION, 1.0)
-    return AUTO if value == AUTO else float(value)
-
-
-def fraction_order(value: float | str) -> tuple[int, float]:
-    """Sort key of token fractions: numbers ascending, ``"auto"`` after them."""
-    return (1, math.inf) if value == AUTO else (0, float(value))
-
-
-def _method_params(config: Record) -> Record:
-    params = dict(config.get("selector_params") or {})
-    params.update({f"token.{k}": v for k, v in (config.get("token_selector_params") or {}).items()})
-    return params
-
-
-def regime_cells(records: Iterable[Record]) -> list[Cell]:
-    """Finished coreset and core-tokenset cells with a final accuracy (bounds and failures left out)."""
-    finished = [r for r in finished_records(records) if r.get("final_average_accuracy") is not None]
-    stored = [r for r in finished if method_kind(r["config"]) != "bound"]
-    by_method: dict[str, list[Record]] = {}
-    for record in stored:
-        by_method.setdefault(record["config"]["method"], []).append(_method_params(record["config"]))
-    shown = {method: varying_keys(params) for method, params in by_method.items()}
-    cells = []
-    for record in stored:
-        config = record["config"]
-        params = _method_params(config)
-        keys = shown[config["method"]]
-        label = config["method"] + (
-            "[" + ", ".join(f"{key}={_hashable(params.get(key))}" for key in keys) + "]" if keys else ""
+def regime_cells(cells: pd.DataFrame) -> list[Cell]:
+    """Finished coreset and core-tokenset cells (of ``records.cell_frame``) with a final accuracy
+    (bounds and failures left out)."""
+    finished = finished_cells(cells)
+    stored = finished[finished["final_average_accuracy"].notna() & (finished["kind"] != BOUND)]
+    result = [
+        Cell(
+            regime=row["regime"],
+            kind=row["kind"],
+            method=row["selector_label"],
+            token_fraction=row["token_fraction"] if row["kind"] == TOKENSET else 1.0,
+            seed=int(row["seed"]),
+            accuracy=float(row["final_average_accuracy"]),
+            bytes_allowed=float(row["bytes_allowed"]),
+            token_fraction_per_task=tuple(row["token_fraction_per_task"]),
+            partial_input_accuracy=row["partial_input_accuracy"],
         )
-        kind = method_kind(config)
-        allowed = record.get("bytes_allowed")
-        cells.append(
-            Cell(
-                regime=tuple(regime_of(config).items()),
-                kind=kind,
-                method=label,
-                token_fraction=token_fraction_of(config) if kind == TOKENSET else 1.0,
-                seed=int(config.get("seed", 0)),
-                accuracy=float(record["final_average_accuracy"]),
-                bytes_allowed=math.nan if allowed is None else float(allowed),
-                record=record,
-            )
-        )
-    return _coresets_in_every_replay_mode(cells)
+        for _, row in stored.iterrows()
+    ]
+    return _coresets_in_every_replay_mode(result)
 
 
 def _coresets_in_every_replay_mode(cells: list[Cell]) -> list[Cell]:
@@ -165,18 +110,7 @@ def _coresets_in_every_replay_mode(cells: list[Cell]) -> list[Cell]:
         for mode in sorted(modes - {regime[CORESET_INDEPENDENT]}):
             moved = tuple((axis, mode if axis == CORESET_INDEPENDENT else v) for axis, v in cell.regime)
             if (moved, cell.method, cell.seed) not in ran:
-                extra.append(
-                    Cell(
-                        moved,
-                        cell.kind,
-                        cell.method,
-                        cell.token_fraction,
-                        cell.seed,
-                        cell.accuracy,
-                        cell.bytes_allowed,
-                        cell.record,
-                    )
-                )
+                extra.append(replace(cell, regime=moved))
     return cells + extra
 
 
@@ -204,7 +138,7 @@ def _seed_means(cells: Sequence[Cell]) -> dict[int, float]:
     return {seed: float(np.mean([c.accuracy for c in group])) for seed, group in _by_seed(cells).items()}
 
 
-def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Record:
+def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Row:
     """The result columns of one regime: best of each kind, their seed-paired difference and its CI."""
     coreset, tokenset = best_candidate(coresets), best_candidate(tokensets)
     coreset_seeds, tokenset_seeds = _seed_means(coreset), _seed_means(tokenset)
@@ -236,7 +170,7 @@ def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Record:
     }
 
 
-def regime_table(records: Iterable[Record], per_token_fraction: bool = False) -> pd.DataFrame:
+def regime_table(cells: pd.DataFrame, per_token_fraction: bool = False) -> pd.DataFrame:
     """One row per regime holding both a coreset and a core tokenset (with ``per_token_fraction``:
     per regime × token fraction, the best coreset against the best core tokenset at that fraction,
     ``token_fraction`` then being an axis column before the results).
@@ -248,9 +182,9 @@ def regime_table(records: Iterable[Record], per_token_fraction: bool = False) ->
     for one seed), ``excludes_zero``, ``winner``, ``bytes_allowed`` and ``equal_bytes`` (whether
     the compared cells were allowed the same bytes: true by construction, checked here).
     """
-    cells = regime_cells(records)
+    members_of = regime_cells(cells)
     regimes: dict[tuple, list[Cell]] = {}
-    for cell in cells:
+    for cell in members_of:
         regimes.setdefault(cell.regime, []).append(cell)
     rows = []
     for regime, members in regimes.items():
@@ -264,7 +198,7 @@ def regime_table(records: Iterable[Record], per_token_fraction: bool = False) ->
                 rows.append({**dict(regime), TOKEN_FRACTION: fraction, **compare(coresets, at)})
         else:
             rows.append({**dict(regime), **compare(coresets, tokensets)})
-    axes = list(dict.fromkeys(key for cell in cells for key, _ in cell.regime))
+    axes = list(dict.fromkeys(key for cell in members_of for key, _ in cell.regime))
     columns = [*axes, *([TOKEN_FRACTION] if per_token_fraction else []), *RESULT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     return sort_table(frame)
@@ -283,7 +217,7 @@ def value_order(value: Any) -> tuple:
         return (3, 0.0, str(value))
     if isinstance(value, numbers.Real):  # numpy scalars too
         return (1, float(value), "")
-    return (2 if value == AUTO else 3, 0.0, str(value))
+    return (2 if is_auto(value) else 3, 0.0, str(value))
 
 
 def sort_table(table: pd.DataFrame) -> pd.DataFrame:

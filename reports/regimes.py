@@ -14,14 +14,13 @@ What records need: ``config`` (``task``, ``task_params``, ``method``, ``token_se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 from benchmark.results import write_text_atomic
 from reports.figures import PAPER_STYLE, file_slug, save_figure
-from reports.leaderboard import Record
 from reports.regime_figures import default_axes_pairs, draw_accuracy_vs_t, draw_regime_heatmaps
 from reports.regime_table import (
     TOKEN_FRACTION,
@@ -44,11 +43,11 @@ __all__ = [
 OUTPUT_GLOBS = ("regimes.md", "regime_heatmaps_*", "accuracy_vs_t_*")
 
 
-def swept_tasks(records: Iterable[Record]) -> dict[str, set[str]]:
+def swept_tasks(frame: pd.DataFrame) -> dict[str, set[str]]:
     """Per task, what its stored-memory cells sweep beyond retention: ``token_fraction`` (core
     tokensets at several t) and every regime axis taking several values. Tasks sweeping nothing
     are left out."""
-    cells = regime_cells(records)
+    cells = regime_cells(frame)
     swept: dict[str, set[str]] = {}
     for task in sorted({dict(cell.regime)["task"] for cell in cells}):
         at = [cell for cell in cells if dict(cell.regime)["task"] == task]
@@ -65,17 +64,16 @@ def swept_tasks(records: Iterable[Record]) -> dict[str, set[str]]:
     return swept
 
 
-def write_regime_report(records: Iterable[Record], out_dir: Path, caption: str = "") -> list[Path]:
+def write_regime_report(cells: pd.DataFrame, out_dir: Path, caption: str = "") -> list[Path]:
     """``regimes.md``, ``regime_heatmaps_<task>_<a>_x_<b>.pdf/.png`` and ``accuracy_vs_t_<task>.pdf/.png``
     in ``out_dir`` when some task sweeps a token fraction or a regime axis; otherwise nothing (and
     the files of an earlier regime report are removed, as are any this one does not write)."""
-    records = list(records)
     stale = {path for pattern in OUTPUT_GLOBS for path in out_dir.glob(pattern)}
-    swept = swept_tasks(records)
+    swept = swept_tasks(cells)
     written: list[Path] = []
-    table = regime_table(records) if swept else None
+    table = regime_table(cells) if swept else None
     if table is not None and not table.empty:
-        per_fraction = regime_table(records, per_token_fraction=True)
+        per_fraction = regime_table(cells, per_token_fraction=True)
         path = out_dir / "regimes.md"
         write_text_atomic(path, regime_markdown(table, caption, per_fraction))
         written.append(path)
@@ -87,7 +85,7 @@ def write_regime_report(records: Iterable[Record], out_dir: Path, caption: str =
             for key, figure in figures.items():
                 written += save_figure(figure, out_dir / f"regime_heatmaps_{key}")
             for task, axes in swept.items():
-                figure = draw_accuracy_vs_t(records, task) if TOKEN_FRACTION in axes else None
+                figure = draw_accuracy_vs_t(cells, task) if TOKEN_FRACTION in axes else None
                 if figure is not None:
                     written += save_figure(figure, out_dir / f"accuracy_vs_t_{file_slug(task)}")
     for path in stale - set(written):

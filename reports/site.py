@@ -26,14 +26,12 @@ from benchmark.errors import UserError
 from benchmark.results import write_text_atomic
 from reports.leaderboard import (
     ATTRIBUTION_PREFIX,
-    KIND_ORDER,
     NOT_LEARNED_NOTE,
     Markup,
-    Record,
     display_rows,
-    finished_records,
     table_headers,
 )
+from reports.records import BOUND, KIND_ORDER, finished_cells, numeric_fraction
 
 HTML_MARKUP = Markup(
     bold=lambda text: f"<strong>{text}</strong>",
@@ -198,13 +196,13 @@ def leaderboard_table(frame: pd.DataFrame) -> str:
             raw = row[column]
             if key == "kind":
                 raw = KIND_ORDER[row["kind"]]
-            elif key == "retention" and row["kind"] == "bound":
+            elif key == "retention" and row["kind"] == BOUND:
                 raw = -1.0  # the bounds sort with the smallest memory
-            elif key == "token_fraction" and row["kind"] == "bound":
-                raw = math.nan
+            elif key == "token_fraction":
+                raw = math.nan if row["kind"] == BOUND else numeric_fraction(raw)  # auto: NaN, sorts last
             css = ' class="text"' if key in LEFT_ALIGNED else ""
             values.append(f'<td{css} data-sort="{_sort_value(raw)}">{cell}</td>')
-        kind_class = "bound" if row["kind"] == "bound" else row["kind"].replace(" ", "-")
+        kind_class = row["kind"].replace(" ", "-")
         body.append(f'<tr class="{kind_class}">{"".join(values)}</tr>')
     rows = "\n".join(body)
     return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>'
@@ -217,14 +215,13 @@ def _describe(kind: str, name: str) -> str:
         return "(not registered in this installation)"
 
 
-def methods_section(records: Sequence[Record]) -> str:
+def methods_section(cells: pd.DataFrame) -> str:
     """Each method of the results with its sample and token selector's registry descriptions."""
     methods: dict[str, tuple[str, str | None]] = {}
     tasks: set[str] = set()
-    for record in finished_records(records):
-        config = record["config"]
-        methods.setdefault(config["method"], (config["sample_selector"], config.get("token_selector")))
-        tasks.add(config["task"])
+    for _, row in finished_cells(cells).iterrows():
+        methods.setdefault(row["method"], (row["sample_selector"], row["token_selector"]))
+        tasks.add(row["task"])
     entries = []
     for task in sorted(tasks):
         entries.append(f"<dt>task {html.escape(task)}</dt><dd>{html.escape(_describe('task', task))}</dd>")
@@ -271,19 +268,15 @@ def _relative(path: Path, site_dir: Path) -> str:
     return Path(os.path.relpath(path.resolve(), site_dir.resolve())).as_posix()
 
 
-def provenance_section(frame: pd.DataFrame, records: Sequence[Record]) -> str:
-    finished = finished_records(records)
+def provenance_section(frame: pd.DataFrame, cells: pd.DataFrame) -> str:
+    finished = finished_cells(cells)
     grids = sorted({grid for cell in frame["grid"] for grid in cell.split(",") if grid})
     seeds = sorted({int(seed) for cell in frame["seed_values"] for seed in cell.split(",") if seed})
     commits = sorted({commit for cell in frame["commits"] for commit in cell.split(",") if commit})
     versions = sorted(
-        {
-            f"{name} {version}"
-            for record in finished
-            for name, version in ((record.get("provenance") or {}).get("versions") or {}).items()
-        }
+        {f"{name} {version}" for versions in finished["versions"] for name, version in versions.items()}
     )
-    devices = sorted({(record.get("provenance") or {}).get("device") or "unknown" for record in finished})
+    devices = sorted({device or "unknown" for device in finished["device"]})
     items = [
         ("Grid", ", ".join(grids) or "unknown"),
         ("Seeds", ", ".join(map(str, seeds))),
@@ -301,7 +294,7 @@ def provenance_section(frame: pd.DataFrame, records: Sequence[Record]) -> str:
 
 def render_site(
     frame: pd.DataFrame,
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     caption: str,
     figures: Sequence[Path],
     site_dir: Path,
@@ -345,9 +338,9 @@ relevant tokens of more samples (core tokensets), compared at equal bytes. Table
 {notes_html}
 {figures_section(figures, site_dir)}
 <h2>Methods</h2>
-{methods_section(records)}
+{methods_section(cells)}
 <h2>Provenance</h2>
-{provenance_section(frame, records)}
+{provenance_section(frame, cells)}
 <script>{SCRIPT}</script>
 </body>
 </html>
@@ -356,7 +349,7 @@ relevant tokens of more samples (core tokensets), compared at equal bytes. Table
 
 def write_site(
     frame: pd.DataFrame,
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     caption: str,
     figures: Sequence[Path],
     site_dir: Path,
@@ -365,5 +358,5 @@ def write_site(
 ) -> Path:
     """``site_dir/index.html``."""
     path = site_dir / "index.html"
-    write_text_atomic(path, render_site(frame, records, caption, figures, site_dir, notes, failed_count))
+    write_text_atomic(path, render_site(frame, cells, caption, figures, site_dir, notes, failed_count))
     return path

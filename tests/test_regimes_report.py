@@ -14,6 +14,7 @@ import pytest
 
 from benchmark.results import FINISHED, load_results, write_json_atomic
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.regime_figures import default_axes_pairs, partial_accuracy_frame
 from reports.regime_table import regime_cells
 from reports.regimes import (
@@ -116,7 +117,7 @@ def row_at(table, scale: float, retention: float):
 
 
 def test_table_sign_and_ci_flag_per_regime() -> None:
-    table = regime_table(regime_records())
+    table = regime_table(cell_frame(regime_records()))
     assert len(table) == len(SCALES) * len(RETENTIONS)
     for scale in SCALES:
         for retention in RETENTIONS:
@@ -138,7 +139,7 @@ def test_a_difference_within_noise_is_not_flagged() -> None:
         record("random+random", 0.1, seed, 0.6 + noise, object_scale=0.2, token_fraction=0.5)
         for seed, noise in zip(SEEDS, (0.04, -0.03, 0.0), strict=True)
     ]
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     differences = [0.04 - 0.0, -0.03 - 0.05, 0.0 + 0.05]
     mean, half = mean_ci(differences)
     assert row["difference_mean"] == pytest.approx(mean) and row["difference_ci"] == pytest.approx(half)
@@ -150,7 +151,7 @@ def test_seeds_are_paired() -> None:
     """A tokenset seed the coreset lacks is left out of the difference (its own mean keeps it)."""
     records = regime_records(seeds_of_tokenset=(0, 1, 2, 3))
     records.append(record("gradmatch+gradlrp", 0.05, 3, 0.9, token_fraction=0.25, object_scale=0.2))
-    row = row_at(regime_table(records), 0.2, 0.05)
+    row = row_at(regime_table(cell_frame(records)), 0.2, 0.05)
     assert row["seeds"] == 3
     assert row["difference_mean"] == pytest.approx(tokenset_advantage(0.2, 0.05))
 
@@ -158,7 +159,7 @@ def test_seeds_are_paired() -> None:
 def test_bounds_alone_make_no_row() -> None:
     records = [record(bound, None, seed, 0.9) for bound in ("none", "joint") for seed in SEEDS]
     records += [record("random", 0.1, seed, 0.5) for seed in SEEDS]
-    assert regime_table(records).empty
+    assert regime_table(cell_frame(records)).empty
 
 
 def test_auto_counts_as_a_core_tokenset() -> None:
@@ -168,13 +169,13 @@ def test_auto_counts_as_a_core_tokenset() -> None:
         record("random+gradlrp", 0.1, seed, 0.7, token_fraction="auto", token_fraction_per_task=[0.5, 0.25])
         for seed in SEEDS
     ]
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     assert row["tokenset_token_fraction"] == "auto"
     assert row["difference_mean"] == pytest.approx(0.1)
-    per_fraction = regime_table(records, per_token_fraction=True)
+    per_fraction = regime_table(cell_frame(records), per_token_fraction=True)
     assert per_fraction["token_fraction"].tolist() == [0.25, "auto"]
     assert per_fraction["difference_mean"].tolist() == pytest.approx([0.02, 0.1])
-    assert "auto" in regime_markdown(regime_table(records), per_fraction=per_fraction)
+    assert "auto" in regime_markdown(regime_table(cell_frame(records)), per_fraction=per_fraction)
 
 
 def test_unequal_bytes_are_flagged() -> None:
@@ -183,9 +184,9 @@ def test_unequal_bytes_are_flagged() -> None:
         tokenset = record("random+gradlrp", 0.1, seed, 0.62, token_fraction=0.25)
         tokenset["bytes_allowed"] += 1
         records.append(tokenset)
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     assert not row["equal_bytes"] and math.isnan(row["bytes_allowed"])
-    assert "unequal bytes" in regime_markdown(regime_table(records))
+    assert "unequal bytes" in regime_markdown(regime_table(cell_frame(records)))
 
 
 def test_old_records_without_later_options_join_their_regime() -> None:
@@ -195,11 +196,11 @@ def test_old_records_without_later_options_join_their_regime() -> None:
         tokenset = record("random+gradlrp", 0.1, seed, 0.65, token_fraction=0.25)
         del tokenset["config"]["train"]["replay"]
         records.append(tokenset)
-    assert len(regime_table(records)) == 1
+    assert len(regime_table(cell_frame(records))) == 1
 
 
 def test_markdown_names_varying_axes_and_bolds_significant_rows() -> None:
-    text = regime_markdown(regime_table(regime_records()), "Grid regimes.")
+    text = regime_markdown(regime_table(cell_frame(regime_records())), "Grid regimes.")
     header = next(line for line in text.splitlines() if line.startswith("| retention"))
     assert "object_scale" in header and "modes_per_class" not in header
     assert "**+0.130 ± 0.000**" in text  # the small-object regime at 10% retention
@@ -207,7 +208,7 @@ def test_markdown_names_varying_axes_and_bolds_significant_rows() -> None:
 
 
 def test_heatmap_cells_hold_the_mean_differences() -> None:
-    table = regime_table(regime_records())
+    table = regime_table(cell_frame(regime_records()))
     assert default_axes_pairs(table) == [("retention", "object_scale")]
     figures = draw_regime_heatmaps(table, [("retention", "object_scale"), ("retention", "modes_per_class")])
     assert list(figures) == ["split-shapes_retention_x_object_scale"]  # modes_per_class does not vary
@@ -229,7 +230,7 @@ def test_heatmap_fixes_other_axes_at_their_most_common_value() -> None:
     for seed in SEEDS:
         records.append(record("random", 0.05, seed, 0.55, replay="mask"))
         records.append(record("random+random", 0.05, seed, 0.9, replay="mask", token_fraction=0.25))
-    table = regime_table(records)
+    table = regime_table(cell_frame(records))
     figures = draw_regime_heatmaps(table, [("retention", "object_scale")])
     figure = figures["split-shapes_retention_x_object_scale"]
     assert "train.replay=drop" in figure.texts[0].get_text().replace("\n", " ")
@@ -245,7 +246,7 @@ def test_heatmap_axes_are_in_numeric_order() -> None:
             records.append(record("random+random", 0.1, seed, 0.6 + 0.01 * modes, modes_per_class=modes,
                                   token_fraction=0.25))  # fmt: skip
             records.append(record("random+random", 0.1, seed, 0.5, modes_per_class=modes, token_fraction=0.5))
-    table = regime_table(records, per_token_fraction=True)
+    table = regime_table(cell_frame(records), per_token_fraction=True)
     figures = draw_regime_heatmaps(table, default_axes_pairs(table))
     axes = figures["split-shapes_token_fraction_x_modes_per_class"].axes[0]
     assert [label.get_text() for label in axes.get_xticklabels()] == ["1", "2", "10"]
@@ -256,7 +257,7 @@ def test_heatmap_axes_are_in_numeric_order() -> None:
 def test_partial_input_accuracy_is_the_mean_of_the_last_row() -> None:
     partial = {"random": {"0.25": [[0.9, 0.0], [0.5, 0.7]]}, "oracle": {"0.25": [[0.9, 0.0], [0.8, 0.9]]}}
     records = [record("random+gradlrp", 0.1, 0, 0.6, token_fraction=0.25, partial_input_accuracy=partial)]
-    frame = partial_accuracy_frame(regime_cells(records)).set_index("ranking")
+    frame = partial_accuracy_frame(regime_cells(cell_frame(records))).set_index("ranking")
     assert frame.loc["random", "accuracy"] == pytest.approx(0.6)
     assert frame.loc["oracle", "accuracy"] == pytest.approx(0.85)
 
@@ -270,7 +271,7 @@ def test_accuracy_vs_t_draws_both_panels() -> None:
     for index, item in enumerate(records):
         if index % 3 == 0:
             item["partial_input_accuracy"] = partial
-    figure = draw_accuracy_vs_t(records, TASK)
+    figure = draw_accuracy_vs_t(cell_frame(records), TASK)
     assert figure is not None
     left, right = figure.axes[:2]
     assert len(left.get_lines()) >= len(RETENTIONS)  # a line per retention, plus coreset markers
@@ -281,7 +282,7 @@ def test_accuracy_vs_t_draws_both_panels() -> None:
 
 def test_write_regime_report_writes_and_skips(tmp_path: Path) -> None:
     records = regime_records()
-    written = write_regime_report(records, tmp_path, "Grid regimes.")
+    written = write_regime_report(cell_frame(records), tmp_path, "Grid regimes.")
     names = {path.name for path in written}
     assert "regimes.md" in names
     assert "regime_heatmaps_split-shapes_retention_x_object_scale.png" in names
@@ -291,13 +292,13 @@ def test_write_regime_report_writes_and_skips(tmp_path: Path) -> None:
     # Without a sweep nothing is written and the earlier regime files go.
     plain = [r for r in records if r["config"]["task_params"]["object_scale"] == 0.2]
     plain = [r for r in plain if r["config"]["token_fraction"] in (1.0, 0.25)]
-    assert swept_tasks(plain) == {}
-    assert write_regime_report(plain, tmp_path) == []
+    assert swept_tasks(cell_frame(plain)) == {}
+    assert write_regime_report(cell_frame(plain), tmp_path) == []
     assert not list(tmp_path.glob("regime*")) and not list(tmp_path.glob("accuracy_vs_t_*"))
 
 
 def test_the_default_grid_report_makes_no_regime_map() -> None:
-    assert swept_tasks(load_results(REPO_ROOT / "results" / "default")) == {}
+    assert swept_tasks(cell_frame(load_results(REPO_ROOT / "results" / "default"))) == {}
 
 
 def test_make_report_writes_the_regime_map(tmp_path: Path) -> None:
@@ -332,7 +333,7 @@ def test_coresets_stand_in_every_replay_mode_and_partial_inputs_is_no_axis() -> 
     records = [record("random", None, s, 0.7, "drop", True) for s in range(3)]
     records += [record("random+rollout", "rollout", s, 0.6, "drop", True) for s in range(3)]
     records += [record("random+rollout", "rollout", s, 0.8, "mask", False) for s in range(3)]
-    table = regime_table(records)
+    table = regime_table(cell_frame(records))
     assert "train.partial_inputs" not in table.columns
     by_mode = table.set_index("train.replay")
     assert by_mode.loc["drop", "difference_mean"] == pytest.approx(-0.1)

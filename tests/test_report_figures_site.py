@@ -26,6 +26,7 @@ from reports.figures import (
 )
 from reports.leaderboard import caption_for, leaderboard_frame
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.site import render_site
 from tests.conftest import REPO_ROOT
 from tests.test_reports import (
@@ -78,7 +79,7 @@ def best_coreset(task: str, retention: float) -> str:
 
 
 def test_matrix_selection_is_bounds_and_best_of_each_kind_at_the_middle_retention() -> None:
-    frame = leaderboard_frame(synthetic_records())
+    frame = leaderboard_frame(cell_frame(synthetic_records()))
     # split_shapes at 5%: reservoir is the best coreset, random+random the only core tokenset
     assert matrix_selection(frame, "split_shapes") == [
         ("none", None, None),
@@ -121,9 +122,9 @@ def test_make_report_draws_the_selected_matrices_forgetting_and_a_site(tmp_path:
 
 def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
     records = synthetic_records()
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     caption = caption_for(frame)
-    figure = draw_forgetting(records, "split_digits", caption)
+    figure = draw_forgetting(frame, "split_digits", caption)
     rows = frame[frame["task"] == "split_digits"]
     drawn = sorted(
         (round(float(container.lines[0].get_xdata()[0]), 9)) for container in figure.axes[0].containers
@@ -140,13 +141,14 @@ def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
 def test_budget_split_is_skipped_with_one_token_fraction(tmp_path: Path) -> None:
     stale = tmp_path / "budget_split_split_shapes.png"
     stale.write_bytes(b"old")
-    assert draw_budget_split(synthetic_records(), "split_shapes", "caption") is None
-    assert budget_split_figure(synthetic_records(), "split_shapes", tmp_path, "caption") == []
+    board = leaderboard_frame(cell_frame(synthetic_records()))
+    assert draw_budget_split(board, "split_shapes", "caption") is None
+    assert budget_split_figure(board, "split_shapes", tmp_path, "caption") == []
     assert not stale.exists()
 
 
 def test_budget_split_points_add_the_coreset_at_t_1() -> None:
-    frame = leaderboard_frame(swept_records())
+    frame = leaderboard_frame(cell_frame(swept_records()))
     points = budget_split_points(frame, "split_shapes", "random+random")
     assert len(points) == len(RETENTIONS) * (len(SWEPT_FRACTIONS) + 1)
     coreset = points[points["source"] == "coreset"]
@@ -156,9 +158,9 @@ def test_budget_split_points_add_the_coreset_at_t_1() -> None:
 
 
 def test_budget_split_draws_a_line_per_retention_at_the_seed_means(tmp_path: Path) -> None:
-    records = swept_records()
-    caption = caption_for(leaderboard_frame(records))
-    figure = draw_budget_split(records, "split_shapes", caption)
+    board = leaderboard_frame(cell_frame(swept_records()))
+    caption = caption_for(board)
+    figure = draw_budget_split(board, "split_shapes", caption)
     assert figure is not None
     axes = figure.axes[0]
     assert axes.get_title() == "random+random"
@@ -170,8 +172,8 @@ def test_budget_split_draws_a_line_per_retention_at_the_seed_means(tmp_path: Pat
         expected = [np.mean([split_accuracy(retention, t, s) for s in SEEDS]) for t in SWEPT_FRACTIONS]
         assert np.allclose(line.get_ydata()[:-1], expected)
     assert caption in figure._suptitle.get_text().replace("\n", " ")
-    assert draw_budget_split(records, "split_digits", caption) is None  # nothing swept there
-    paths = budget_split_figure(records, "split_shapes", tmp_path, caption)
+    assert draw_budget_split(board, "split_digits", caption) is None  # nothing swept there
+    paths = budget_split_figure(board, "split_shapes", tmp_path, caption)
     assert [path.name for path in paths] == ["budget_split_split_shapes.pdf", "budget_split_split_shapes.png"]
 
 
@@ -179,9 +181,9 @@ def test_budget_split_draws_a_line_per_retention_at_the_seed_means(tmp_path: Pat
 
 
 def test_site_rows_carry_sort_values_and_methods_their_descriptions(tmp_path: Path) -> None:
-    records = synthetic_records()
-    frame = leaderboard_frame(records)
-    page = render_site(frame, records, caption_for(frame), [], tmp_path)
+    cells = cell_frame(synthetic_records())
+    frame = leaderboard_frame(cells)
+    page = render_site(frame, cells, caption_for(frame), [], tmp_path)
     rows = re.findall(r"<tr class=\"[^\"]+\">(.*?)</tr>", page)
     assert len(rows) == len(frame)
     first = re.findall(r'data-sort="([^"]*)"', rows[0])
@@ -252,7 +254,7 @@ def test_chromium_lists_every_method_of_the_committed_results(default_site: Path
     dom = dump_dom(browser, default_site, "", tmp_path / "profile")
     rows = dom_rows(dom)
     assert {row[1] for row in rows} == committed_methods()
-    assert len(rows) == len(leaderboard_frame(load_results(DEFAULT_CELLS.parent)))
+    assert len(rows) == len(leaderboard_frame(cell_frame(load_results(DEFAULT_CELLS.parent))))
     for source in re.findall(r'<img src="([^"]+)"', dom):
         assert (default_site.parent / source).is_file(), source
     assert "<img" in dom

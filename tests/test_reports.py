@@ -25,6 +25,7 @@ from reports.leaderboard import (
     leaderboard_markdown,
 )
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.stats import format_bytes, format_mean_ci, mean_ci
 
 TASKS = ("split_shapes", "split_digits")
@@ -216,7 +217,7 @@ def test_format_mean_ci() -> None:
 
 
 def test_frame_has_one_row_per_task_method_retention(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     keys = [
         (task, method, None if math.isnan(retention) else retention)
         for task, method, retention in zip(frame["task"], frame["method"], frame["retention"], strict=True)
@@ -235,7 +236,7 @@ def test_frame_has_one_row_per_task_method_retention(records: list[dict[str, Any
 
 
 def test_frame_ci_is_student_t_over_seeds(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     row = frame[
         (frame["task"] == "split_shapes") & (frame["method"] == "random") & (frame["retention"] == 0.05)
     ]
@@ -251,7 +252,7 @@ def test_frame_ci_is_student_t_over_seeds(records: list[dict[str, Any]]) -> None
 
 
 def test_learned_is_false_only_where_a_seed_did_not_learn(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     not_learned = frame[~frame["learned"]]
     task, method, retention, _ = LOW_DIAGONAL
     assert list(zip(not_learned["task"], not_learned["method"], not_learned["retention"], strict=True)) == [
@@ -261,7 +262,7 @@ def test_learned_is_false_only_where_a_seed_did_not_learn(records: list[dict[str
 
 
 def test_attribution_columns_only_for_tokensets_with_masks(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     precision = frame.set_index(["task", "method", "retention"])["attribution_precision_mean"]
     assert precision[("split_shapes", "random+random", 0.2)] == pytest.approx(0.61)
     assert precision.drop(index="random+random", level="method").isna().all()
@@ -273,20 +274,20 @@ def test_cells_differing_in_task_params_are_not_pooled() -> None:
     other = cell_config("split_shapes", "random", 0.05, 0)
     other = CellConfig(**{**other.__dict__, "task_params": {"modes": 8}})
     records.append({**records[0], "config": other.to_dict(), "config_hash": other.config_hash})
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     assert sorted(frame["task"]) == ["split_shapes[modes=2]", "split_shapes[modes=8]"]
     assert sorted(frame["seeds"]) == [1, 3]
 
 
 def test_a_cell_found_in_two_grid_folders_counts_once(results_dir: Path) -> None:
-    single = leaderboard_frame(load_results(results_dir))
+    single = leaderboard_frame(cell_frame(load_results(results_dir)))
     for record in synthetic_records():  # the same cells, met again under a second grid's folder
         write_json_atomic(results_dir.parent / "copy" / "cells" / f"{record['config_hash']}.json", record)
     retried = finished_cell(*FAILED_CELL)  # the failed cell, finished in a folder read before it
     write_json_atomic(results_dir.parent / "a_retry" / "cells" / f"{retried['config_hash']}.json", retried)
     records = load_results(results_dir.parent)
-    frame = leaderboard_frame(records)
-    assert failed_frame(records).empty
+    frame = leaderboard_frame(cell_frame(records))
+    assert failed_frame(cell_frame(records)).empty
     task, method, retention, _ = FAILED_CELL
     retried_row = (frame["task"] == task) & (frame["method"] == method) & (frame["retention"] == retention)
     assert frame.loc[retried_row, "seeds"].item() == 4
@@ -297,7 +298,7 @@ def test_a_cell_found_in_two_grid_folders_counts_once(results_dir: Path) -> None
 
 
 def test_markdown_bolds_the_best_final_accuracy_per_task_and_retention(records: list[dict[str, Any]]) -> None:
-    markdown = leaderboard_markdown(leaderboard_frame(records), "caption")
+    markdown = leaderboard_markdown(leaderboard_frame(cell_frame(records)), "caption")
     bolded = {}
     for task, method, _, retention, *_, final in (row[:7] for row in markdown_rows(markdown)):
         if final.startswith("**"):
@@ -312,7 +313,7 @@ def test_markdown_bolds_the_best_final_accuracy_per_task_and_retention(records: 
 
 
 def test_markdown_dagger_marks_exactly_the_group_that_did_not_learn(records: list[dict[str, Any]]) -> None:
-    markdown = leaderboard_markdown(leaderboard_frame(records), "caption")
+    markdown = leaderboard_markdown(leaderboard_frame(cell_frame(records)), "caption")
     marked = [(row[0], row[1], row[3]) for row in markdown_rows(markdown) if "†" in " ".join(row)]
     task, method, retention, _ = LOW_DIAGONAL
     assert marked == [(task, method, retention_text(retention))]
@@ -320,7 +321,7 @@ def test_markdown_dagger_marks_exactly_the_group_that_did_not_learn(records: lis
 
 
 def test_markdown_shows_mean_and_interval_in_one_cell(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     markdown = leaderboard_markdown(frame, "Grid smoke; 3 seeds")
     row = next(r for r in markdown_rows(markdown) if r[:2] == ["split_digits", "random"] and r[3] == "20%")
     mean, half_width = mean_ci(expected_finals("split_digits", "random", 0.2))
@@ -329,7 +330,7 @@ def test_markdown_shows_mean_and_interval_in_one_cell(records: list[dict[str, An
 
 
 def test_latex_is_booktabs_escaped_and_bold(records: list[dict[str, Any]]) -> None:
-    latex = leaderboard_latex(leaderboard_frame(records), "grid my_grid")
+    latex = leaderboard_latex(leaderboard_frame(cell_frame(records)), "grid my_grid")
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert rule in latex
     assert r"split\_shapes" in latex and r"my\_grid" in latex and r"20\%" in latex
@@ -385,15 +386,16 @@ def test_line_colour_of_a_method_is_the_same_in_every_figure(records: list[dict[
     records = [
         r for r in records if (r["config"]["task"], r["config"]["method"]) != ("split_digits", "random")
     ]
-    palette = method_palette(records)
+    palette = method_palette(leaderboard_frame(cell_frame(records)))
     colorblind = sns.color_palette("colorblind", n_colors=10)
     assert palette == {name: tuple(colorblind[i]) for i, name in enumerate(sorted(STORED_METHODS))}
     shuffled = list(records)
     random.Random(0).shuffle(shuffled)
-    assert method_palette(shuffled) == palette
+    assert method_palette(leaderboard_frame(cell_frame(shuffled))) == palette
     colours = {}
+    board = leaderboard_frame(cell_frame(records))
     for task in TASKS:
-        for line in draw_memory_accuracy(records, task, "caption").axes[0].get_lines():
+        for line in draw_memory_accuracy(board, task, "caption").axes[0].get_lines():
             colours.setdefault(line.get_label(), set()).add(tuple(line.get_color()))
     assert {name: colours[name] for name in STORED_METHODS} == {
         name: {palette[name]} for name in STORED_METHODS
@@ -401,7 +403,7 @@ def test_line_colour_of_a_method_is_the_same_in_every_figure(records: list[dict[
 
 
 def test_core_tokensets_are_dashed_and_bounds_dotted(records: list[dict[str, Any]]) -> None:
-    axes = draw_memory_accuracy(records, "split_shapes", "caption").axes[0]
+    axes = draw_memory_accuracy(leaderboard_frame(cell_frame(records)), "split_shapes", "caption").axes[0]
     styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
     assert styles["random"] == "-" and styles["reservoir"] == "-" and styles["random+random"] == "--"
     dotted = sorted(line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":")
@@ -412,12 +414,12 @@ def test_core_tokensets_are_dashed_and_bounds_dotted(records: list[dict[str, Any
 
 
 def test_accuracy_matrix_is_the_seed_mean(records: list[dict[str, Any]], tmp_path: Path) -> None:
-    matrix, seeds = mean_accuracy_matrix(records, "split_digits", "reservoir", 0.05)
+    matrix, seeds = mean_accuracy_matrix(cell_frame(records), "split_digits", "reservoir", 0.05)
     by_hand = np.mean(
         [finished_cell("split_digits", "reservoir", 0.05, seed)["accuracy_matrix"] for seed in SEEDS], axis=0
     )
     assert seeds == 3 and np.allclose(matrix, by_hand)
-    paths = accuracy_matrix_figure(records, "split_digits", "reservoir", 0.05, tmp_path)
+    paths = accuracy_matrix_figure(cell_frame(records), "split_digits", "reservoir", 0.05, tmp_path)
     assert [path.read_bytes()[:5] for path in paths] == [PDF_MAGIC, PNG_MAGIC[:5]]
 
 
@@ -479,7 +481,7 @@ def test_a_task_scored_by_cider_is_named_and_not_judged_by_the_accuracy_threshol
         cell = finished_cell("split_digits", "random", 0.05, seed)
         cell.update(metric="CIDEr", diagonal_mean=0.5)  # a CIDEr diagonal below 0.9 is no failure to learn
         captions.append(cell)
-    frame = leaderboard_frame(cells + captions)
+    frame = leaderboard_frame(cell_frame(cells + captions))
     assert frame.set_index("task").loc["split_digits", "learned"]
     text = leaderboard_markdown(frame, "caption")
     assert "split_digits: the final-accuracy and forgetting columns hold CIDEr" in text

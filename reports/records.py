@@ -1,0 +1,333 @@
+"""The one typed view of cell records that every report reads: a frame with one row per cell.
+
+``cell_frame(records)`` is built once per report from the record dicts (``benchmark.results.CellResult``
+fields and the cell's config, ``benchmark.config.CellConfig``). This module is the only place in
+``reports/`` that reads a record by key; everything else reads the frame's declared columns
+(``COLUMNS``, plus ``attribution.<name>`` and ``train.<setting>`` columns, see ``cell_frame``).
+
+``token_fraction`` has one representation: a float in (0, 1], or ``benchmark.config.AUTO`` (the
+string the engine uses) where t was picked per task; ``is_auto``, ``fraction_order``,
+``numeric_fraction`` and ``fraction_text`` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.config import AUTO, LATER_TASK_PARAMS, LATER_TRAIN_FIELDS
+from benchmark.results import FAILED, FINISHED, CellResult
+
+Record = dict[str, Any]
+
+BOUND = "bound"
+CORESET = "coreset"
+TOKENSET = "core tokenset"
+KIND_ORDER = {BOUND: 0, CORESET: 1, TOKENSET: 2}
+BOUND_METHODS = frozenset({"none", "joint"})
+ACCURACY = "accuracy"
+ATTRIBUTION_PREFIX = "attribution."
+TRAIN_PREFIX = "train."
+AUTO_SUFFIX = " [t=auto]"
+# [train] settings that change what is measured or where, not what is learned: not regime axes.
+MEASUREMENT_ONLY = frozenset({"train.partial_inputs", "train.eval_batch_size", "train.device"})
+
+# Declared columns and their dtypes; ``attribution.<name>`` (float64) and ``train.<setting>`` (object)
+# columns follow, one per name found in the records.
+COLUMNS: dict[str, str] = {
+    "config_hash": "str",
+    "status": "str",
+    "error": "object",  # str, or None for a finished cell
+    "grid": "str",
+    "task": "str",
+    "task_params": "object",  # dict, as recorded (the task's constructor parameters)
+    "method": "str",
+    "sample_selector": "str",
+    "token_selector": "object",  # str, or None for a coreset or a bound
+    "selector_params": "object",  # dict
+    "token_selector_params": "object",  # dict
+    "retention": "float64",  # NaN for the bounds
+    "token_fraction": "object",  # float in (0, 1], or AUTO
+    "seed": "int64",
+    "kind": "str",  # BOUND, CORESET or TOKENSET
+    "task_label": "str",  # the task, plus the task parameters that vary among its finished cells
+    "method_label": "str",  # the method, plus selector and [train] settings that vary; " [t=auto]"
+    "selector_label": "str",  # the method, plus only the selector parameters that vary
+    # tuple of (axis, value): every setting but the method, its t and the seed (task parameters added
+    # later filled in at their older-behaviour value)
+    "regime": "object",
+    "metric": "str",  # what the accuracy matrix holds: accuracy, CIDEr, …
+    "final_average_accuracy": "float64",
+    "average_forgetting": "float64",
+    "backward_transfer": "float64",
+    "diagonal_mean": "float64",  # stored, or the mean of the matrix's diagonal; NaN without either
+    "accuracy_matrix": "object",  # float ndarray [tasks, tasks]
+    "bytes_used": "float64",
+    "bytes_allowed": "float64",
+    "token_fraction_per_task": "object",  # list of the t used per task (None where it varies)
+    "partial_input_accuracy": "object",  # {ranking: {t: matrix}} or None
+    "commit": "str",
+    "device": "str",
+    "versions": "object",  # dict: package → version
+}
+RESULT_FIELDS = frozenset(field.name for field in fields(CellResult))
+
+
+# --- token fraction -------------------------------------------------------------------------------
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == AUTO
+
+
+def numeric_fraction(value: Any) -> float:
+    """t as a float; NaN for AUTO."""
+    return math.nan if is_auto(value) else float(value)
+
+
+def fraction_order(value: Any) -> tuple[int, float]:
+    """Sort key of token fractions: numbers ascending, AUTO after them."""
+    return (1, math.inf) if is_auto(value) else (0, float(value))
+
+
+def fraction_text(value: Any, percent: str = "%") -> str:
+    """``25%`` (or ``auto``)."""
+    return AUTO if is_auto(value) else f"{float(value) * 100:g}{percent}"
+
+
+def same_fraction(a: Any, b: Any) -> bool:
+    if is_auto(a) or is_auto(b):
+        return is_auto(a) and is_auto(b)
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+# --- records -> rows -------------------------------------------------------------------------------
+
+
+def unique_records(records: Iterable[Record]) -> list[Record]:
+    """One record per config hash (the same cell found in two grids' folders), a finished one first."""
+    chosen: dict[str, Record] = {}
+    for record in records:
+        previous = chosen.get(record["config_hash"])
+        if previous is None or (previous["status"] != FINISHED and record["status"] == FINISHED):
+            chosen[record["config_hash"]] = record
+    return list(chosen.values())
+
+
+def _result(record: Record) -> CellResult:
+    """The record as the engine's dataclass (fields a record lacks at their defaults)."""
+    return CellResult(**{key: value for key, value in record.items() if key in RESULT_FIELDS})
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _diagonal_mean(result: CellResult, matrix: np.ndarray) -> float:
+    if result.diagonal_mean is not None:
+        return float(result.diagonal_mean)
+    diagonal = [matrix[i, i] for i in range(min(matrix.shape))] if matrix.ndim == 2 else []
+    return float(np.mean(diagonal)) if diagonal else math.nan
+
+
+def _kind(config: Record) -> str:
+    if config["method"] in BOUND_METHODS or config.get("retention") is None:
+        return BOUND
+    return CORESET if config.get("token_selector") is None else TOKENSET
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def _regime(task: str, retention: float | None, task_params: Record, train: Record) -> tuple:
+    """The regime axes in a fixed order: task, retention, task parameters, ``train.<setting>``."""
+    axes: dict[str, Any] = {"task": task, "retention": retention}
+    axes.update({key: _hashable(task_params[key]) for key in sorted(task_params)})
+    axes.update({f"{TRAIN_PREFIX}{key}": _hashable(train[key]) for key in sorted(train)})
+    return tuple((axis, value) for axis, value in axes.items() if axis not in MEASUREMENT_ONLY)
+
+
+def _row(record: Record) -> Record:
+    result = _result(record)
+    config = result.config
+    task_params = dict(config.get("task_params") or {})
+    train = {**LATER_TRAIN_FIELDS, **(config.get("train") or {})}
+    retention = config.get("retention")
+    matrix = np.asarray(result.accuracy_matrix or [], dtype=float)
+    provenance = result.provenance or {}
+    row: Record = {
+        "config_hash": result.config_hash,
+        "status": result.status,
+        "error": None if result.error is None else str(result.error),
+        "grid": str(config.get("grid") or ""),
+        "task": config["task"],
+        "task_params": task_params,
+        "method": config["method"],
+        "sample_selector": config.get("sample_selector") or config["method"].split("+")[0],
+        "token_selector": config.get("token_selector"),
+        "selector_params": dict(config.get("selector_params") or {}),
+        "token_selector_params": dict(config.get("token_selector_params") or {}),
+        "retention": _float(retention),
+        "token_fraction": AUTO
+        if is_auto(config.get("token_fraction"))
+        else float(config.get("token_fraction", 1.0)),
+        "seed": int(config.get("seed", 0)),
+        "kind": _kind(config),
+        "regime": _regime(config["task"], retention, {**LATER_TASK_PARAMS, **task_params}, train),
+        "metric": result.metric or ACCURACY,
+        "final_average_accuracy": _float(result.final_average_accuracy),
+        "average_forgetting": _float(result.average_forgetting),
+        "backward_transfer": _float(result.backward_transfer),
+        "diagonal_mean": _diagonal_mean(result, matrix),
+        "accuracy_matrix": matrix,
+        "bytes_used": _float(result.bytes_used),
+        "bytes_allowed": _float(result.bytes_allowed),
+        "token_fraction_per_task": list(result.token_fraction_per_task or []),
+        "partial_input_accuracy": result.partial_input_accuracy,
+        "commit": str(provenance.get("commit") or ""),
+        "device": str(provenance.get("device") or ""),
+        "versions": dict(provenance.get("versions") or {}),
+    }
+    row.update({f"{ATTRIBUTION_PREFIX}{name}": _float(v) for name, v in (result.attribution or {}).items()})
+    row.update({f"{TRAIN_PREFIX}{key}": value for key, value in train.items()})
+    return row
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def varying_keys(param_dicts: Iterable[Record]) -> list[str]:
+    """Keys whose value (or presence) is not the same in every dict."""
+    dicts = list(param_dicts)
+    keys = sorted({key for params in dicts for key in params})
+    unset = object()
+    return [
+        key
+        for key in keys
+        if len({_canonical(params[key]) if key in params else id(unset) for params in dicts}) > 1
+    ]
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else _canonical(value)
+
+
+def _label(name: str, params: Record, keys: Sequence[str]) -> str:
+    if not keys:
+        return name
+    shown = ", ".join(f"{key}={_plain(params.get(key))}" for key in keys)
+    return f"{name}[{shown}]"
+
+
+def _selector_params(row: pd.Series) -> Record:
+    params = dict(row["selector_params"])
+    params.update({f"token.{key}": value for key, value in row["token_selector_params"].items()})
+    return params
+
+
+def _method_params(row: pd.Series, train_columns: Sequence[str]) -> Record:
+    return {**_selector_params(row), **{column: row[column] for column in train_columns}}
+
+
+def _labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """``task_label``, ``method_label`` and ``selector_label``, from the parameters that vary among the
+    finished cells (of the same task, of the same method); a failed cell keeps its plain names."""
+    train_columns = [column for column in frame.columns if column.startswith(TRAIN_PREFIX)]
+    finished = frame[frame["status"] == FINISHED]
+    task_keys = {
+        task: varying_keys(group["task_params"]) for task, group in finished.groupby("task", sort=False)
+    }
+    method_keys, selector_keys = {}, {}
+    for method, group in finished.groupby("method", sort=False):
+        method_keys[method] = varying_keys(_method_params(row, train_columns) for _, row in group.iterrows())
+        selector_keys[method] = varying_keys(_selector_params(row) for _, row in group.iterrows())
+    task_labels, method_labels, selector_labels = [], [], []
+    for _, row in frame.iterrows():
+        plain = row["status"] != FINISHED
+        task_labels.append(
+            row["task"] if plain else _label(row["task"], row["task_params"], task_keys[row["task"]])
+        )
+        if plain:
+            method_labels.append(row["method"])
+            selector_labels.append(row["method"])
+            continue
+        method = _label(row["method"], _method_params(row, train_columns), method_keys[row["method"]])
+        method_labels.append(method + (AUTO_SUFFIX if is_auto(row["token_fraction"]) else ""))
+        selector_labels.append(_label(row["method"], _selector_params(row), selector_keys[row["method"]]))
+    return frame.assign(task_label=task_labels, method_label=method_labels, selector_label=selector_labels)
+
+
+# --- the frame ---------------------------------------------------------------------------------------
+
+
+def cell_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per cell (one per config hash, a finished record preferred), finished and failed.
+
+    Columns: ``COLUMNS`` with their dtypes, then ``attribution.<name>`` (float64, NaN where not
+    measured) and ``train.<setting>`` (object; a setting added after a record was written at the
+    value that reproduces the older behaviour). Rows in a fixed order (task, method, retention,
+    token fraction, seed, hash), so the frame does not depend on the order records were read in.
+    """
+    rows = [_row(record) for record in unique_records(records)]
+    extra = sorted({key for row in rows for key in row} - set(COLUMNS))
+    attribution = [key for key in extra if key.startswith(ATTRIBUTION_PREFIX)]
+    train = [key for key in extra if key.startswith(TRAIN_PREFIX)]
+    columns = {**COLUMNS, **dict.fromkeys(attribution, "float64"), **dict.fromkeys(train, "object")}
+    missing = {ATTRIBUTION_PREFIX: math.nan}
+    frame = pd.DataFrame(
+        {
+            column: pd.Series(
+                [row.get(column, missing.get(column[: len(ATTRIBUTION_PREFIX)])) for row in rows],
+                dtype=dtype,
+            )
+            for column, dtype in columns.items()
+        }
+    )
+    if frame.empty:
+        return frame
+    frame = _labels(frame)
+    order = sorted(
+        range(len(frame)),
+        key=lambda i: (
+            frame["task"].iat[i],
+            frame["method"].iat[i],
+            -1.0 if math.isnan(frame["retention"].iat[i]) else frame["retention"].iat[i],
+            fraction_order(frame["token_fraction"].iat[i]),
+            frame["seed"].iat[i],
+            frame["config_hash"].iat[i],
+        ),
+    )
+    return frame.iloc[order].reset_index(drop=True).astype(columns)
+
+
+def finished_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["status"] == FINISHED]
+
+
+def failed_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["status"] == FAILED]
+
+
+def attribution_columns(frame: pd.DataFrame) -> list[str]:
+    return [column for column in frame.columns if column.startswith(ATTRIBUTION_PREFIX)]
+
+
+def train_columns(frame: pd.DataFrame) -> list[str]:
+    return [column for column in frame.columns if column.startswith(TRAIN_PREFIX)]
+
+
+def regime_dict(regime: tuple) -> dict[str, Any]:
+    return dict(regime)
