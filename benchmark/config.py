@@ -9,6 +9,8 @@ from typing import Any
 
 ParamValue = Any  # a TOML scalar, list or table
 AUTO = "auto"  # token_fraction = "auto": t picked per task on held-out training data (benchmark.token_split)
+# A grid's ``equivalence_margin`` where it declares none: a report setting (how results are read), in no cell.
+DEFAULT_EQUIVALENCE_MARGIN = 0.02
 
 
 @dataclass(frozen=True)

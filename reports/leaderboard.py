@@ -18,6 +18,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.results import write_text_atomic
+from reports.comparisons import comparison_frame, rank_intervals
+from reports.coreset_size import coreset_size_frame
 from reports.records import (
     ACCURACY,
     BOUND,
@@ -28,7 +30,18 @@ from reports.records import (
     is_auto,
 )
 from reports.records import ATTRIBUTION_PREFIX as CELL_ATTRIBUTION_PREFIX
-from reports.stats import format_bytes, format_mean_ci, format_number, mean_ci, mean_or_nan
+from reports.stats import (
+    DEFAULT_EQUIVALENCE_MARGIN,
+    EQUIVALENT,
+    format_bytes,
+    format_interval,
+    format_mean_ci,
+    format_number,
+    format_p,
+    format_ratio,
+    mean_ci,
+    mean_or_nan,
+)
 
 Row = dict[str, Any]  # one output row, column → value
 
@@ -122,18 +135,35 @@ def _group_row(group: pd.DataFrame, attribution: Sequence[str]) -> Row:
     return row
 
 
-def leaderboard_frame(cells: pd.DataFrame) -> pd.DataFrame:
+def leaderboard_frame(cells: pd.DataFrame, margin: float = DEFAULT_EQUIVALENCE_MARGIN) -> pd.DataFrame:
     """Finished cells (of ``records.cell_frame``) pooled over seeds: one row per task × method × retention ×
     token fraction.
 
     ``retention`` is NaN for the bounds; ``token_fraction`` a float or ``AUTO``; ``*_ci`` are Student-t
-    95% half-widths (NaN for one seed).
+    95% half-widths (NaN for one seed). Then the statistics: ``rank`` within task × retention and its
+    bootstrap interval (``rank_low``, ``rank_high``; ``mean_rank_low``/``_high``: of the method's mean
+    rank, for ``overall_rank_frame``), the paired comparison with the row's reference
+    (``comparisons.COMPARISON_COLUMNS``, ``margin`` the equivalence margin) and, for core tokensets,
+    the coreset size they perform like (``coreset_size.COLUMNS``). ``frame.attrs["equivalence_margin"]``
+    holds ``margin``.
     """
     groups = grouped_cells(cells)
     attribution = attribution_names(cells)
     rows = [_group_row(group, attribution) for group in groups]
     frame = pd.DataFrame(rows, columns=_frame_columns(attribution))
     frame["rank"] = rank_within_groups(frame)
+    frame = pd.concat(
+        [frame, comparison_frame(cells, groups, margin), coreset_size_frame(cells, groups)], axis=1
+    )
+    stored = frame[frame["kind"] != BOUND]
+    within = [group.index.to_numpy() for _, group in stored.groupby(["task", "retention"], sort=False)]
+    methods = [group.index.to_numpy() for _, group in stored.groupby(["method", "kind"], sort=False)]
+    low, high, method_low, method_high = rank_intervals(groups, within, methods)
+    frame["rank_low"], frame["rank_high"] = low, high
+    frame["mean_rank_low"], frame["mean_rank_high"] = math.nan, math.nan
+    for members, lowest, highest in zip(methods, method_low, method_high, strict=True):
+        frame.loc[members, ["mean_rank_low", "mean_rank_high"]] = lowest, highest
+    frame.attrs["equivalence_margin"] = margin
     return frame
 
 
@@ -145,11 +175,21 @@ def rank_within_groups(frame: pd.DataFrame) -> pd.Series:
 
 
 def overall_rank_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method: its mean rank over every task × retention it ran at, best first."""
+    """Per method: its mean rank over every task × retention it ran at, best first, with the bootstrap
+    interval of that mean rank (``mean_rank_low``/``_high``; NaN where the frame has none)."""
     stored = frame[frame["kind"] != BOUND]
+    stored = stored.assign(
+        **{column: stored.get(column, math.nan) for column in ("mean_rank_low", "mean_rank_high")}
+    )
     overall = (
         stored.groupby(["method", "kind"], as_index=False)
-        .agg(mean_rank=("rank", "mean"), groups=("rank", "size"), tasks=("task", "nunique"))
+        .agg(
+            mean_rank=("rank", "mean"),
+            mean_rank_low=("mean_rank_low", "first"),
+            mean_rank_high=("mean_rank_high", "first"),
+            groups=("rank", "size"),
+            tasks=("task", "nunique"),
+        )
         .sort_values(["mean_rank", "method"], ignore_index=True)
     )
     overall.insert(0, "overall_rank", overall["mean_rank"].rank(method="min").astype(int))
@@ -268,36 +308,6 @@ MARKDOWN = Markup(
     missing=MISSING,
 )
 
-LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-}
-
-
-def escape_latex(text: str) -> str:
-    """Text-mode escapes; ``+`` and ``-`` are not special in text mode and stay as they are."""
-    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
-
-
-LATEX = Markup(
-    bold=lambda text: f"\\textbf{{{text}}}",
-    escape=escape_latex,
-    dagger=r"$^\dagger$",
-    plus_minus=r"$\pm$",
-    percent=r"\%",
-    missing="--",
-)
-
 
 def table_headers(frame: pd.DataFrame) -> list[str]:
     attribution = [
@@ -312,7 +322,11 @@ def table_headers(frame: pd.DataFrame) -> list[str]:
         "Tokens kept",
         "Seeds",
         "Final accuracy",
-        "Rank",
+        "Rank [95% CI]",
+        "Compared with",
+        "Difference [95% CI]",
+        "Verdict",
+        "Coreset size matched",
         "Forgetting",
         "Diagonal",
         "Memory used / allowed",
@@ -330,6 +344,24 @@ def _fraction(value: Any, markup: Markup) -> str:
     return markup.missing if math.isnan(value) else f"{value * 100:g}{markup.percent}"
 
 
+def format_rank(rank: float, low: float, high: float, missing: str) -> str:
+    """``"3 [1–6]"`` (the interval's ends rounded outward); ``"3"`` without an interval."""
+    if math.isnan(rank):
+        return missing
+    if math.isnan(low) or math.isnan(high):
+        return str(int(rank))
+    return f"{int(rank)} [{math.floor(low)}–{math.ceil(high)}]"
+
+
+def format_verdict(row: pd.Series, missing: str) -> str:
+    """``"worse (p = 0.012)"``: the verdict and its Holm-adjusted p-value (of the TOST for "equivalent")."""
+    verdict = row["verdict"]
+    if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)):
+        return missing
+    p_value = row["p_equivalence_holm"] if verdict == EQUIVALENT else row["p_holm"]
+    return verdict if math.isnan(p_value) else f"{verdict} ({format_p(p_value)})"
+
+
 def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Sequence[str]) -> list[str]:
     final = format_mean_ci(
         row["final_accuracy_mean"],
@@ -340,6 +372,7 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
     final = markup.bold(final) if is_best else final
     final += "" if row["learned"] else markup.dagger
     stored = row["kind"] != BOUND
+    compared = row["reference"] is not None
     return [
         markup.escape(row["task"]),
         markup.escape(row["method"]),
@@ -348,7 +381,22 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
         _fraction(row["token_fraction"], markup) if stored else markup.missing,
         str(row["seeds"]),
         final,
-        markup.missing if math.isnan(row["rank"]) else str(int(row["rank"])),
+        format_rank(row["rank"], row["rank_low"], row["rank_high"], markup.missing),
+        markup.escape(row["reference"]) if compared else markup.missing,
+        format_interval(
+            row["difference_mean"], row["difference_low"], row["difference_high"], missing=markup.missing
+        ),
+        markup.escape(format_verdict(row, markup.missing)),
+        markup.escape(
+            format_ratio(
+                row["coreset_size_ratio"],
+                row["coreset_size_low"],
+                row["coreset_size_high"],
+                row["coreset_size_position"],
+                row["coreset_size_low_clipped"],
+                row["coreset_size_high_clipped"],
+            )
+        ),
         format_mean_ci(
             row["forgetting_mean"], row["forgetting_ci"], plus_minus=markup.plus_minus, missing=markup.missing
         ),
@@ -384,6 +432,22 @@ def _metric_notes(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
+def statistics_note(margin: float) -> str:
+    """What the rank, comparison and coreset-size columns mean (one paragraph)."""
+    return (
+        "Rank: within task × retention, with a 95% percentile-bootstrap interval over seeds. Compared "
+        "with: a core tokenset against the coreset of its own sample selector, another coreset against "
+        "the random coreset, in the same setting at the same bytes, paired by seed; Difference: this row "
+        "− that one, mean and Student-t 95% CI. Verdict (p-values Holm-adjusted over this table): "
+        f"equivalent where a paired TOST shows the difference within ±{margin:g}, else better or worse "
+        "where a paired t-test rejects no difference, else inconclusive (also with fewer than 2 seeds). "
+        "Coreset size matched: the tokenset performs like a coreset of its own sample selector with k "
+        "times its bytes (× k, read off that coreset's accuracy-vs-bytes curve in log bytes; 95% "
+        "bootstrap CI over seeds); ≤ or ≥: beyond the curve's range, so a bound. The seed paper reports "
+        "k = 2–10 for a 1% core tokenset."
+    )
+
+
 def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     table = tabulate(
         display_rows(frame, MARKDOWN),
@@ -394,8 +458,9 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     )
     notes = [
         "Mean ± Student-t 95% confidence interval over seeds (±– with one seed). "
-        "Bold: best final accuracy per task and retention (bounds excluded); Rank: its rank there. "
-        "Memory: bytes stored / bytes the retention allows.",
+        "Bold: best final accuracy per task and retention (bounds excluded). Memory: bytes stored / "
+        "bytes the retention allows.",
+        statistics_note(frame.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)),
     ]
     if not frame["learned"].all():
         notes.append(f"† {NOT_LEARNED_NOTE}")
@@ -413,78 +478,6 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     )
     sections = ["# Leaderboard", caption, table, *notes, "## Overall rank", overall, overall_note]
     return "\n\n".join(sections) + "\n"
-
-
-def leaderboard_latex(frame: pd.DataFrame, caption: str) -> str:
-    """A ``table*`` with a booktabs tabular (needs ``\\usepackage{booktabs}``)."""
-    headers = [escape_latex(header) for header in table_headers(frame)]
-    spec = "lll" + "r" * (len(headers) - 3)
-    body: list[str] = []
-    previous_task = None
-    for task, cells in zip(frame["task"], display_rows(frame, LATEX), strict=True):
-        if previous_task is not None and task != previous_task:
-            body.append(r"\midrule")
-        body.append(" & ".join(cells) + r" \\")
-        previous_task = task
-    notes = (
-        r"Mean $\pm$ Student-t 95\% confidence interval over seeds. "
-        r"Bold: best final accuracy per task and retention (bounds excluded)."
-    )
-    if not frame["learned"].all():
-        notes += r" $^\dagger$ Diagonal mean $<$ 0.9: the model did not learn every task; compare with care."
-    notes += "".join(" " + escape_latex(note) for note in _metric_notes(frame))
-    lines = [
-        r"% Generated by reports.leaderboard; needs \usepackage{booktabs}.",
-        r"\begin{table*}[t]",
-        r"\centering",
-        r"\footnotesize",
-        rf"\caption{{Leaderboard. {escape_latex(caption)}}}",
-        r"\label{tab:leaderboard}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(headers) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\par\smallskip",
-        rf"{{\scriptsize {notes}}}",
-        r"\end{table*}",
-        *overall_rank_latex(frame, caption),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def overall_rank_latex(frame: pd.DataFrame, caption: str) -> list[str]:
-    """A second, small booktabs table: the overall rank of each method."""
-    body = [" & ".join(cells) + r" \\" for cells in overall_rank_rows(frame, LATEX)]
-    return [
-        "",
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\footnotesize",
-        rf"\caption{{Overall rank: mean rank of final accuracy over task $\times$ retention. "
-        rf"{escape_latex(caption)}}}",
-        r"\label{tab:overall-rank}",
-        r"\begin{tabular}{rllrrr}",
-        r"\toprule",
-        " & ".join(escape_latex(header) for header in OVERALL_HEADERS) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-
-
-def write_tables(frame: pd.DataFrame, out_dir: Path, caption: str | None = None) -> list[Path]:
-    """``leaderboard.md`` and ``leaderboard.tex`` in ``out_dir``; caption defaults to ``caption_for``."""
-    caption = caption_for(frame) if caption is None else caption
-    markdown_path = out_dir / "leaderboard.md"
-    latex_path = out_dir / "leaderboard.tex"
-    write_text_atomic(markdown_path, leaderboard_markdown(frame, caption))
-    write_text_atomic(latex_path, leaderboard_latex(frame, caption))
-    return [markdown_path, latex_path]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.config import DEFAULT_EQUIVALENCE_MARGIN
 from benchmark.errors import UserError
+from benchmark.grid import declared_equivalence_margin
 from benchmark.results import load_results, write_text_atomic
 from reports.figures import (
     accuracy_matrix_figures,
@@ -17,26 +19,37 @@ from reports.figures import (
     memory_accuracy_figure,
 )
 from reports.gallery import attribution_gallery
+from reports.latex import coreset_size_latex, leaderboard_latex
 from reports.leaderboard import (
     caption_for,
     failed_frame,
     failed_markdown,
     leaderboard_frame,
+    leaderboard_markdown,
     write_csv,
-    write_tables,
 )
 from reports.records import cell_frame
 from reports.regimes import write_regime_report
 from reports.site import write_site
 
 MATRIX_GLOB = "accuracy_matrix_*"
+GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 
 
 def make_report(
-    results_dir: Path, out_dir: Path, *, gallery: bool = True, site: bool = True
+    results_dir: Path,
+    out_dir: Path,
+    *,
+    gallery: bool = True,
+    site: bool = True,
+    equivalence_margin: float | None = None,
 ) -> dict[str, list[Path]]:
-    """Everything in ``out_dir``: tables (``leaderboard.md``, ``.tex``), ``leaderboard.csv``, figures,
-    ``failed.md`` (only while a cell failed) and the browsable ``index.html``.
+    """Everything in ``out_dir``: tables (``leaderboard.md``; ``leaderboard.tex``, the accuracy pivot and
+    overall rank; ``coreset_size.tex`` where a core tokenset has a coreset curve), ``leaderboard.csv``,
+    figures, ``failed.md`` (only while a cell failed) and the browsable ``index.html``.
+
+    ``equivalence_margin``: of the verdicts' TOST; by default the one the grid file of the records
+    declares (``grids/<grid>.toml``, ``benchmark.grid.declared_equivalence_margin``), else 0.02.
 
     Figures per task: memory vs accuracy, forgetting per method, accuracy matrices (bounds and the best
     coreset and core tokenset at the middle retention), the budget split (only when a core tokenset ran
@@ -48,7 +61,8 @@ def make_report(
     Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
     cells = cell_frame(load_results(results_dir))
-    frame = leaderboard_frame(cells)
+    margin = declared_margin(cells) if equivalence_margin is None else equivalence_margin
+    frame = leaderboard_frame(cells, margin)
     if frame.empty:
         raise UserError(f"no finished cell results under {results_dir}: run a grid first")
     caption = caption_for(frame)
@@ -69,7 +83,7 @@ def make_report(
     else:
         notes.append("Attribution gallery not made for this report (gallery=False).")
     failed = _write_failed(cells, out_dir / "failed.md")
-    regimes = write_regime_report(cells, out_dir, caption)
+    regimes = write_regime_report(cells, out_dir, caption, margin)
     outputs = {
         "tables": write_tables(frame, out_dir, caption),
         "csv": [write_csv(frame, out_dir / "leaderboard.csv")],
@@ -85,6 +99,37 @@ def make_report(
             existing += [path for path in out_dir.glob("attribution_gallery.*")]
         outputs["site"] = [write_site(frame, cells, caption, existing, out_dir, notes, failed_count)]
     return outputs
+
+
+def declared_margin(cells: pd.DataFrame) -> float:
+    """The equivalence margin the grid files of these cells declare (``grids/<name>.toml``; a grid
+    not found there declares the default); a UserError when two grids declare different margins."""
+    margins = {
+        declared_equivalence_margin(path) if path.exists() else DEFAULT_EQUIVALENCE_MARGIN
+        for path in (GRIDS_DIR / f"{name}.toml" for name in sorted(set(cells["grid"])) if name)
+    }
+    if len(margins) > 1:
+        raise UserError(
+            f"the grids of these results declare different equivalence margins: {sorted(margins)}"
+        )
+    return margins.pop() if margins else DEFAULT_EQUIVALENCE_MARGIN
+
+
+def write_tables(board: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
+    """``leaderboard.md``, ``leaderboard.tex`` and (where any core tokenset has a coreset curve)
+    ``coreset_size.tex`` in ``out_dir`` (a stale ``coreset_size.tex`` is removed)."""
+    written = {
+        out_dir / "leaderboard.md": leaderboard_markdown(board, caption),
+        out_dir / "leaderboard.tex": leaderboard_latex(board, caption),
+    }
+    coreset_size = coreset_size_latex(board, caption)
+    if coreset_size is None:
+        (out_dir / "coreset_size.tex").unlink(missing_ok=True)
+    else:
+        written[out_dir / "coreset_size.tex"] = coreset_size
+    for path, text in written.items():
+        write_text_atomic(path, text if text.endswith("\n") else text + "\n")
+    return list(written)
 
 
 def _write_failed(cells: pd.DataFrame, path: Path) -> list[Path]:

@@ -12,6 +12,7 @@ string the engine uses) where t was picked per task; ``is_auto``, ``fraction_ord
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -331,3 +332,53 @@ def train_columns(frame: pd.DataFrame) -> list[str]:
 
 def regime_dict(regime: tuple) -> dict[str, Any]:
     return dict(regime)
+
+
+# --- coresets standing in for regimes they did not run in ------------------------------------------------
+
+# A coreset stores whole samples and replays them whole, and its input dropout defaults to 0: the replay
+# mode never changes what it feeds the model, and an input dropout of 0 set by hand is its default. So a
+# coreset cell also stands in the regimes that differ from its own only in these settings (regimes.toml
+# does not rerun coresets under replay = "mask"; vqa.toml's variant sets input_dropout = 0 for core
+# tokensets only). Per axis: the values that are the same for a coreset.
+CORESET_EQUIVALENT_VALUES: dict[str, Any] = {"train.replay": None, "train.input_dropout": (None, 0.0)}
+
+
+def _equivalent_values(axis: str, value: Any, present: set[Any]) -> list[Any]:
+    same = CORESET_EQUIVALENT_VALUES[axis]
+    if same is None:  # every value present
+        return sorted(present, key=str)
+    return [other for other in same if other in present] if value in same else [value]
+
+
+def with_coreset_stand_ins(cells: pd.DataFrame) -> pd.DataFrame:
+    """The finished cells, plus a copy of each coreset cell in every regime it stands in
+    (``CORESET_EQUIVALENT_VALUES``) where that coreset (same ``selector_label``) did not run with
+    that seed; the copies have ``stand_in`` True."""
+    finished = finished_cells(cells).assign(stand_in=False)
+    present: dict[str, set[Any]] = {axis: set() for axis in CORESET_EQUIVALENT_VALUES}
+    for regime in finished["regime"]:
+        for axis, value in regime:
+            if axis in present:
+                present[axis].add(value)
+    coresets = finished[finished["kind"] == CORESET]
+    ran = set(zip(coresets["regime"], coresets["selector_label"], coresets["seed"], strict=True))
+    copies = []
+    for index, row in coresets.iterrows():
+        axes = dict(row["regime"])
+        choices = [
+            [(axis, other) for other in _equivalent_values(axis, axes[axis], present[axis])]
+            for axis in CORESET_EQUIVALENT_VALUES
+            if axis in axes
+        ]
+        for moves in itertools.product(*choices):
+            moved = tuple((axis, dict(moves).get(axis, value)) for axis, value in row["regime"])
+            if (moved, row["selector_label"], row["seed"]) in ran:
+                continue
+            ran.add((moved, row["selector_label"], row["seed"]))
+            copies.append(finished.loc[index].copy())
+            copies[-1]["regime"] = moved
+            copies[-1]["stand_in"] = True
+    if not copies:
+        return finished
+    return pd.concat([finished, pd.DataFrame(copies)], ignore_index=True).astype(finished.dtypes.to_dict())

@@ -35,7 +35,7 @@ from reports.regime_table import (
     value_order,
     varying_axes,
 )
-from reports.stats import mean_ci
+from reports.stats import BETTER, WORSE, mean_ci
 
 HEATMAP_CMAP = "vlag"  # diverging, blue (coreset better) – white (0) – red (core tokenset better)
 SIGNIFICANT_MARK = "*"
@@ -86,7 +86,7 @@ def heatmap_grid(
     for _, row in rows.iterrows():
         i, j = row_values.index(row[row_axis]), column_values.index(row[column_axis])
         values[i, j] = row["difference_mean"]
-        flags[i, j] = bool(row["excludes_zero"])
+        flags[i, j] = row["verdict"] in (BETTER, WORSE)
     return row_values, column_values, values, flags
 
 

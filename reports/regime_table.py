@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +26,23 @@ from reports.records import (
     BOUND,
     CORESET,
     TOKENSET,
-    finished_cells,
     fraction_order,
     is_auto,
+    with_coreset_stand_ins,
 )
-from reports.stats import format_mean_ci, mean_ci
+from reports.stats import (
+    BETTER,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    EQUIVALENT,
+    WORSE,
+    PairedTest,
+    format_interval,
+    format_mean_ci,
+    format_p,
+    mean_ci,
+    paired_test,
+    verdicts,
+)
 
 Row = dict[str, Any]  # one output row, column → value
 
@@ -48,16 +60,33 @@ RESULT_COLUMNS = (
     "difference_ci",
     "ci_low",
     "ci_high",
-    "excludes_zero",
-    "winner",
+    "p_value",
+    "p_holm",
+    "p_equivalence",
+    "p_equivalence_holm",
+    "verdict",
     "bytes_allowed",
     "equal_bytes",
 )
-# A coreset stores whole samples and has no input dropout: the replay mode never changes what it
-# feeds the model, so one coreset record stands for every replay mode a grid sweeps (regimes.toml
-# does not rerun coresets under replay = "mask").
-CORESET_INDEPENDENT = "train.replay"
-NEITHER = "neither (CI spans 0)"
+# Regime axes in words, for tables and figures (others: the key without "train." and underscores).
+AXIS_NAMES = {
+    "task": "task",
+    "retention": "retention",
+    TOKEN_FRACTION: "token fraction t",
+    "object_scale": "object size",
+    "modes_per_class": "modes per class",
+    "boundary_overlap": "boundary overlap",
+    "train.replay": "replay of kept tokens",
+    "train.input_dropout": "input dropout",
+    "train.pretrain_token_dropout": "backbone token dropout",
+}
+AXIS_SHORT_NAMES = {  # for a table column's header
+    **AXIS_NAMES,
+    TOKEN_FRACTION: "$t$",
+    "modes_per_class": "modes",
+    "train.replay": "replay",
+    "train.pretrain_token_dropout": "backbone dropout",
+}
 
 
 @dataclass(frozen=True)
@@ -77,10 +106,11 @@ class Cell:
 
 def regime_cells(cells: pd.DataFrame) -> list[Cell]:
     """Finished coreset and core-tokenset cells (of ``records.cell_frame``) with a final accuracy
-    (bounds and failures left out)."""
-    finished = finished_cells(cells)
+    (bounds and failures left out), each coreset also in the regimes it stands in
+    (``records.with_coreset_stand_ins``)."""
+    finished = with_coreset_stand_ins(cells)
     stored = finished[finished["final_average_accuracy"].notna() & (finished["kind"] != BOUND)]
-    result = [
+    return [
         Cell(
             regime=row["regime"],
             kind=row["kind"],
@@ -94,24 +124,6 @@ def regime_cells(cells: pd.DataFrame) -> list[Cell]:
         )
         for _, row in stored.iterrows()
     ]
-    return _coresets_in_every_replay_mode(result)
-
-
-def _coresets_in_every_replay_mode(cells: list[Cell]) -> list[Cell]:
-    """Each coreset cell also stands in the regimes that differ from its own only by the replay mode
-    (where no coreset ran in that mode)."""
-    modes = {dict(c.regime).get(CORESET_INDEPENDENT) for c in cells} - {None}
-    ran = {(c.regime, c.method, c.seed) for c in cells if c.kind == CORESET}
-    extra = []
-    for cell in cells:
-        regime = dict(cell.regime)
-        if cell.kind != CORESET or CORESET_INDEPENDENT not in regime:
-            continue
-        for mode in sorted(modes - {regime[CORESET_INDEPENDENT]}):
-            moved = tuple((axis, mode if axis == CORESET_INDEPENDENT else v) for axis, v in cell.regime)
-            if (moved, cell.method, cell.seed) not in ran:
-                extra.append(replace(cell, regime=moved))
-    return cells + extra
 
 
 def _by_seed(cells: Sequence[Cell]) -> dict[int, list[Cell]]:
@@ -138,19 +150,18 @@ def _seed_means(cells: Sequence[Cell]) -> dict[int, float]:
     return {seed: float(np.mean([c.accuracy for c in group])) for seed, group in _by_seed(cells).items()}
 
 
-def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Row:
-    """The result columns of one regime: best of each kind, their seed-paired difference and its CI."""
+def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell], margin: float) -> tuple[Row, PairedTest]:
+    """The result columns of one regime: best of each kind and their seed-paired test (tokenset −
+    coreset); the verdict columns are filled in over the whole table (``regime_table``)."""
     coreset, tokenset = best_candidate(coresets), best_candidate(tokensets)
     coreset_seeds, tokenset_seeds = _seed_means(coreset), _seed_means(tokenset)
     paired = sorted(set(coreset_seeds) & set(tokenset_seeds))
-    differences = [tokenset_seeds[seed] - coreset_seeds[seed] for seed in paired]
-    mean, half = mean_ci(differences)
-    excludes = not math.isnan(half) and abs(mean) > half
+    test = paired_test([tokenset_seeds[s] for s in paired], [coreset_seeds[s] for s in paired], margin)
     allowed = {c.bytes_allowed for c in [*coreset, *tokenset] if c.seed in paired}
     known = {value for value in allowed if not math.isnan(value)}
     coreset_mean, coreset_ci = mean_ci(coreset_seeds.values())
     tokenset_mean, tokenset_ci = mean_ci(tokenset_seeds.values())
-    return {
+    row = {
         "coreset": coreset[0].method,
         "coreset_mean": coreset_mean,
         "coreset_ci": coreset_ci,
@@ -159,18 +170,21 @@ def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Row:
         "tokenset_mean": tokenset_mean,
         "tokenset_ci": tokenset_ci,
         "seeds": len(paired),
-        "difference_mean": mean,
-        "difference_ci": half,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
-        "excludes_zero": excludes,
-        "winner": (TOKENSET if mean > 0 else CORESET) if excludes else NEITHER,
+        "difference_mean": test.difference,
+        "difference_ci": (test.high - test.low) / 2,
+        "ci_low": test.low,
+        "ci_high": test.high,
+        "p_value": test.p_difference,
+        "p_equivalence": test.p_equivalence,
         "bytes_allowed": min(known) if len(known) == 1 else math.nan,
         "equal_bytes": len(known) <= 1,
     }
+    return row, test
 
 
-def regime_table(cells: pd.DataFrame, per_token_fraction: bool = False) -> pd.DataFrame:
+def regime_table(
+    cells: pd.DataFrame, per_token_fraction: bool = False, margin: float = DEFAULT_EQUIVALENCE_MARGIN
+) -> pd.DataFrame:
     """One row per regime holding both a coreset and a core tokenset (with ``per_token_fraction``:
     per regime × token fraction, the best coreset against the best core tokenset at that fraction,
     ``token_fraction`` then being an axis column before the results).
@@ -178,15 +192,19 @@ def regime_table(cells: pd.DataFrame, per_token_fraction: bool = False) -> pd.Da
     Columns: the regime axes (see the module docstring), then ``RESULT_COLUMNS``:
     ``coreset``/``tokenset`` (method labels), ``*_mean``/``*_ci`` (mean and Student-t 95%
     half-width over seeds), ``tokenset_token_fraction`` (the best tokenset's t, a float or "auto"),
-    ``seeds`` (seeds present in both), ``difference_*`` (tokenset − coreset, paired by seed; CI NaN
-    for one seed), ``excludes_zero``, ``winner``, ``bytes_allowed`` and ``equal_bytes`` (whether
-    the compared cells were allowed the same bytes: true by construction, checked here).
+    ``seeds`` (seeds present in both), ``difference_*``, ``ci_low``/``ci_high`` (tokenset − coreset,
+    paired by seed, Student-t 95% CI; NaN for one seed), ``p_value`` (paired t-test),
+    ``p_equivalence`` (paired TOST at ± ``margin``), their Holm adjustment over the table
+    (``p_holm``, ``p_equivalence_holm``), ``verdict`` (the tokenset is better, worse, equivalent or
+    inconclusive: ``stats.verdicts``), ``bytes_allowed`` and ``equal_bytes`` (whether the compared
+    cells were allowed the same bytes: true by construction, checked here).
     """
     members_of = regime_cells(cells)
     regimes: dict[tuple, list[Cell]] = {}
     for cell in members_of:
         regimes.setdefault(cell.regime, []).append(cell)
-    rows = []
+    rows: list[Row] = []
+    tests: list[PairedTest] = []
     for regime, members in regimes.items():
         coresets = [c for c in members if c.kind == CORESET]
         tokensets = [c for c in members if c.kind == TOKENSET]
@@ -195,12 +213,19 @@ def regime_table(cells: pd.DataFrame, per_token_fraction: bool = False) -> pd.Da
         if per_token_fraction:
             for fraction in sorted({c.token_fraction for c in tokensets}, key=fraction_order):
                 at = [c for c in tokensets if c.token_fraction == fraction]
-                rows.append({**dict(regime), TOKEN_FRACTION: fraction, **compare(coresets, at)})
+                row, test = compare(coresets, at, margin)
+                rows.append({**dict(regime), TOKEN_FRACTION: fraction, **row})
+                tests.append(test)
         else:
-            rows.append({**dict(regime), **compare(coresets, tokensets)})
+            row, test = compare(coresets, tokensets, margin)
+            rows.append({**dict(regime), **row})
+            tests.append(test)
+    for row, (verdict, p_holm, p_equivalence_holm) in zip(rows, verdicts(tests), strict=True):
+        row.update(verdict=verdict, p_holm=p_holm, p_equivalence_holm=p_equivalence_holm)
     axes = list(dict.fromkeys(key for cell in members_of for key, _ in cell.regime))
     columns = [*axes, *([TOKEN_FRACTION] if per_token_fraction else []), *RESULT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["equivalence_margin"] = margin
     return sort_table(frame)
 
 
@@ -244,6 +269,18 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def axis_text(axis: str) -> str:
+    """An axis in words: ``object size``, ``replay of kept tokens``."""
+    return AXIS_NAMES.get(axis, axis.removeprefix("train.").replace("_", " "))
+
+
+def axis_value_text(axis: str, value: Any) -> str:
+    """A value of an axis as a reader writes it: retention in %, others as ``display_value``."""
+    if axis == "retention" and not _missing(value) and not isinstance(value, str):
+        return f"{float(value) * 100:g}%"
+    return display_value(value)
+
+
 def display_value(value: Any) -> str:
     """``0.35``, ``drop``, ``auto``; ``default`` for None (a setting left to its per-kind default)."""
     if _missing(value):
@@ -257,21 +294,32 @@ def display_value(value: Any) -> str:
 
 
 def _difference(row: pd.Series) -> str:
-    text = format_mean_ci(row["difference_mean"], row["difference_ci"], digits=3)
-    text = text if text.startswith("-") else f"+{text}"
-    return f"**{text}**" if row["excludes_zero"] else text
+    text = format_interval(row["difference_mean"], row["ci_low"], row["ci_high"])
+    return f"**{text}**" if row["verdict"] in (BETTER, WORSE) else text
+
+
+def _verdict(row: pd.Series) -> str:
+    verdict = row["verdict"]
+    p_value = row["p_equivalence_holm"] if verdict == EQUIVALENT else row["p_holm"]
+    text = verdict if math.isnan(p_value) else f"{verdict} ({format_p(p_value)})"
+    return text + ("" if row["equal_bytes"] else " ⚠ unequal bytes")
 
 
 def _rows(table: pd.DataFrame, axes: Sequence[str], with_best_fraction: bool) -> list[list[str]]:
     rows = []
     for _, row in table.iterrows():
-        cells = [display_value(row[axis]).replace("|", "\\|") for axis in axes]
+        cells = [axis_value_text(axis, row[axis]).replace("|", "\\|") for axis in axes]
         fraction = f" t={display_value(row['tokenset_token_fraction'])}" if with_best_fraction else ""
         coreset = f"{row['coreset']} {format_mean_ci(row['coreset_mean'], row['coreset_ci'])}"
         tokenset = f"{row['tokenset']}{fraction} {format_mean_ci(row['tokenset_mean'], row['tokenset_ci'])}"
-        winner = row["winner"] + ("" if row["equal_bytes"] else " ⚠ unequal bytes")
-        rows.append([*cells, coreset, tokenset, str(row["seeds"]), _difference(row), winner])
+        rows.append([*cells, coreset, tokenset, str(row["seeds"]), _difference(row), _verdict(row)])
     return rows
+
+
+def markdown_axes(table: pd.DataFrame) -> list[str]:
+    """The axes a regime table shows: the task where tasks differ, then every axis that varies."""
+    axes = ["task", *varying_axes(table)] if table["task"].nunique() > 1 else varying_axes(table)
+    return axes or ["retention"]
 
 
 def _values_text(values: Iterable[Any]) -> str:
@@ -281,19 +329,28 @@ def _values_text(values: Iterable[Any]) -> str:
 
 def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.DataFrame | None = None) -> str:
     """The regime table as Markdown (tabulate, pipe format); ``per_fraction`` adds a section per t."""
-    axes = ["task", *varying_axes(table)] if table["task"].nunique() > 1 else varying_axes(table)
-    axes = axes or ["retention"]
+    axes = markdown_axes(table)
     fixed = [axis for axis in axis_columns(table) if axis not in axes and axis != "task"]
-    headers = [*axes, "Best coreset", "Best core tokenset", "Seeds", "Δ tokenset − coreset", "Winner"]
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    headers = [
+        *map(axis_text, axes),
+        "Best coreset",
+        "Best core tokenset",
+        "Seeds",
+        "Δ tokenset − coreset [95% CI]",
+        "Verdict (tokenset)",
+    ]
     sections = [
         "# Regime map: core tokenset against coreset at equal bytes",
         caption,
         tabulate(_rows(table, axes, True), headers=headers, tablefmt="pipe", disable_numparse=True),
         "Per regime (every setting but the method, its token fraction and the seed), the coreset and the "
         "core tokenset (any token fraction t, auto included) with the best mean final accuracy over seeds, "
-        "mean ± Student-t 95% CI; Δ = core tokenset − coreset paired by seed. **Bold**: the CI of Δ "
-        "excludes 0. Both sides are the best of several candidates on the same seeds, so each is biased "
-        "upward, the side with more candidates more; read narrow margins with care. Equal bytes: both "
+        "mean ± Student-t 95% CI; Δ = core tokenset − coreset paired by seed, with its Student-t 95% CI. "
+        "Verdict on the core tokenset, p-values Holm-adjusted over this table: equivalent where a paired "
+        f"TOST shows |Δ| < {margin:g}, else better or worse (**bold**) where a paired t-test rejects Δ = 0, "
+        "else inconclusive. Both sides are the best of several candidates on the same seeds, so each is "
+        "biased upward, the side with more candidates more; read narrow margins with care. Equal bytes: both "
         "sides were allowed the same bytes (checked from each record's bytes_allowed).",
     ]
     if fixed:
@@ -301,7 +358,7 @@ def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.Dat
         sections.append(f"Settings the same in every regime of a task: {settings}.")
     if per_fraction is not None and not per_fraction.empty and per_fraction[TOKEN_FRACTION].nunique() > 1:
         fraction_axes = [*axes, TOKEN_FRACTION]
-        fraction_headers = [*fraction_axes, *headers[len(axes) :]]
+        fraction_headers = [*map(axis_text, fraction_axes), *headers[len(axes) :]]
         sections += [
             "## By token fraction",
             tabulate(
@@ -311,6 +368,6 @@ def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.Dat
                 disable_numparse=True,
             ),
             "The same comparison at each token fraction t: the best core tokenset at that t against the "
-            "regime's best coreset.",
+            "regime's best coreset (Holm over this table).",
         ]
     return "\n\n".join(section for section in sections if section) + "\n"

@@ -19,13 +19,18 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from benchmark.config import DEFAULT_EQUIVALENCE_MARGIN
 from benchmark.results import write_text_atomic
 from reports.figures import PAPER_STYLE, file_slug, save_figure
+from reports.latex import regime_latex
 from reports.regime_figures import default_axes_pairs, draw_accuracy_vs_t, draw_regime_heatmaps
 from reports.regime_table import (
+    AXIS_SHORT_NAMES,
     TOKEN_FRACTION,
     TOKENSET,
+    axis_value_text,
     display_value,
+    markdown_axes,
     regime_cells,
     regime_markdown,
     regime_table,
@@ -40,7 +45,7 @@ __all__ = [
     "write_regime_report",
 ]
 
-OUTPUT_GLOBS = ("regimes.md", "regime_heatmaps_*", "accuracy_vs_t_*")
+OUTPUT_GLOBS = ("regimes.md", "regimes.tex", "regime_heatmaps_*", "accuracy_vs_t_*")
 
 
 def swept_tasks(frame: pd.DataFrame) -> dict[str, set[str]]:
@@ -64,19 +69,26 @@ def swept_tasks(frame: pd.DataFrame) -> dict[str, set[str]]:
     return swept
 
 
-def write_regime_report(cells: pd.DataFrame, out_dir: Path, caption: str = "") -> list[Path]:
-    """``regimes.md``, ``regime_heatmaps_<task>_<a>_x_<b>.pdf/.png`` and ``accuracy_vs_t_<task>.pdf/.png``
-    in ``out_dir`` when some task sweeps a token fraction or a regime axis; otherwise nothing (and
-    the files of an earlier regime report are removed, as are any this one does not write)."""
+def write_regime_report(
+    cells: pd.DataFrame, out_dir: Path, caption: str = "", margin: float = DEFAULT_EQUIVALENCE_MARGIN
+) -> list[Path]:
+    """``regimes.md``, ``regimes.tex``, ``regime_heatmaps_<task>_<a>_x_<b>.pdf/.png`` and
+    ``accuracy_vs_t_<task>.pdf/.png`` in ``out_dir`` when some task sweeps a token fraction or a regime
+    axis; otherwise nothing (and the files of an earlier regime report are removed, as are any this one
+    does not write). ``margin``: the equivalence margin of the verdicts; ``caption``: provenance."""
     stale = {path for pattern in OUTPUT_GLOBS for path in out_dir.glob(pattern)}
     swept = swept_tasks(cells)
     written: list[Path] = []
-    table = regime_table(cells) if swept else None
+    table = regime_table(cells, margin=margin) if swept else None
     if table is not None and not table.empty:
-        per_fraction = regime_table(cells, per_token_fraction=True)
+        per_fraction = regime_table(cells, per_token_fraction=True, margin=margin)
         path = out_dir / "regimes.md"
         write_text_atomic(path, regime_markdown(table, caption, per_fraction))
-        written.append(path)
+        latex = out_dir / "regimes.tex"
+        axes = markdown_axes(table)
+        text = regime_latex(table, axes, AXIS_SHORT_NAMES, axis_value_text, caption, margin)
+        write_text_atomic(latex, text + "\n")
+        written += [path, latex]
         with matplotlib.rc_context(PAPER_STYLE):
             figures = draw_regime_heatmaps(table, default_axes_pairs(table))
             figures |= draw_regime_heatmaps(

@@ -29,9 +29,11 @@ from reports.leaderboard import (
     NOT_LEARNED_NOTE,
     Markup,
     display_rows,
+    statistics_note,
     table_headers,
 )
 from reports.records import BOUND, KIND_ORDER, finished_cells, numeric_fraction
+from reports.stats import DEFAULT_EQUIVALENCE_MARGIN
 
 HTML_MARKUP = Markup(
     bold=lambda text: f"<strong>{text}</strong>",
@@ -52,12 +54,16 @@ SORT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("seeds", "seeds", True),
     ("final_accuracy", "final_accuracy_mean", True),
     ("rank", "rank", True),
+    ("reference", "reference", False),
+    ("difference", "difference_mean", True),
+    ("verdict", "verdict", False),
+    ("coreset_size", "coreset_size_ratio", True),
     ("forgetting", "forgetting_mean", True),
     ("diagonal", "diagonal_mean", True),
     ("memory", "bytes_used_mean", True),
 )
 
-LEFT_ALIGNED = frozenset({"task", "method", "kind"})
+LEFT_ALIGNED = frozenset({"task", "method", "kind", "reference", "verdict"})
 
 FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("memory_accuracy_", "Memory vs accuracy", "Final average accuracy against memory bytes used."),
@@ -168,6 +174,8 @@ def _sort_value(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
+    if isinstance(value, str) and not value:
+        return ""
     return html.escape(str(value), quote=True)
 
 
@@ -307,7 +315,8 @@ def render_site(
     table_notes = [
         "Mean ± Student-t 95% confidence interval over seeds (±– with one seed). Bold: best final "
         "accuracy per task and retention (bounds excluded). Memory: bytes stored / bytes the "
-        "retention allows. Click a column header to sort; click again to reverse."
+        "retention allows. Click a column header to sort; click again to reverse.",
+        statistics_note(frame.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)),
     ]
     if not frame["learned"].all():
         table_notes.append(f"† {NOT_LEARNED_NOTE}")

@@ -126,8 +126,8 @@ def test_table_sign_and_ci_flag_per_regime() -> None:
             assert row["coreset"] == "random"  # not joint, not none, not the worse kcenter
             assert row["tokenset"] == "gradmatch+gradlrp" and row["tokenset_token_fraction"] == 0.25
             assert row["difference_mean"] == pytest.approx(advantage)
-            assert row["seeds"] == 3 and row["excludes_zero"]  # the same noise on both sides: CI ≈ 0
-            assert row["winner"] == ("core tokenset" if advantage > 0 else "coreset")
+            assert row["seeds"] == 3 and row["p_holm"] < 0.05  # the same noise on both sides: CI ≈ 0
+            assert row["verdict"] == ("better" if advantage > 0 else "worse")  # said of the tokenset
             assert row["equal_bytes"] and row["bytes_allowed"] == int(retention * TASK_BYTES)
 
 
@@ -143,8 +143,8 @@ def test_a_difference_within_noise_is_not_flagged() -> None:
     differences = [0.04 - 0.0, -0.03 - 0.05, 0.0 + 0.05]
     mean, half = mean_ci(differences)
     assert row["difference_mean"] == pytest.approx(mean) and row["difference_ci"] == pytest.approx(half)
-    assert row["ci_low"] == pytest.approx(mean - half) and not row["excludes_zero"]
-    assert row["winner"].startswith("neither")
+    assert row["ci_low"] == pytest.approx(mean - half) and row["ci_high"] == pytest.approx(mean + half)
+    assert row["verdict"] == "inconclusive"
 
 
 def test_seeds_are_paired() -> None:
@@ -202,8 +202,8 @@ def test_old_records_without_later_options_join_their_regime() -> None:
 def test_markdown_names_varying_axes_and_bolds_significant_rows() -> None:
     text = regime_markdown(regime_table(cell_frame(regime_records())), "Grid regimes.")
     header = next(line for line in text.splitlines() if line.startswith("| retention"))
-    assert "object_scale" in header and "modes_per_class" not in header
-    assert "**+0.130 ± 0.000**" in text  # the small-object regime at 10% retention
+    assert "object size" in header and "modes per class" not in header  # axes in words
+    assert "**+0.130 [+0.130, +0.130]**" in text  # the small-object regime at 10% retention
     assert "modes_per_class=1" in text  # a setting the same everywhere is named once, below
 
 

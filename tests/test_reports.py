@@ -17,13 +17,8 @@ from benchmark.config import CellConfig, TrainConfig
 from benchmark.errors import UserError
 from benchmark.results import FAILED, FINISHED, CellResult, load_results, write_json_atomic
 from reports.figures import accuracy_matrix_figure, draw_memory_accuracy, mean_accuracy_matrix, method_palette
-from reports.leaderboard import (
-    escape_latex,
-    failed_frame,
-    leaderboard_frame,
-    leaderboard_latex,
-    leaderboard_markdown,
-)
+from reports.latex import escape_latex, leaderboard_latex
+from reports.leaderboard import failed_frame, leaderboard_frame, leaderboard_markdown
 from reports.make import make_report
 from reports.records import cell_frame
 from reports.stats import format_bytes, format_mean_ci, mean_ci
@@ -166,16 +161,12 @@ def markdown_rows(markdown: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
 
 
-def latex_row(lines: list[str], task: str, method: str, retention: str) -> str:
-    for line in lines:
-        cells = line.split(" & ")
-        if (
-            len(cells) > 3
-            and cells[:2] == [escape_latex(task), escape_latex(method)]
-            and cells[3] == retention
-        ):
-            return line
-    raise AssertionError(f"no LaTeX row for {task} {method} {retention}")
+def latex_pivot(latex: str, task: str) -> dict[str, list[str]]:
+    """The rows of ``task``'s method × retention pivot: method label → its cells, one per retention."""
+    table = next(part for part in latex.split(r"\begin{table*}") if f"on {escape_latex(task)}," in part)
+    body = table.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    rows = [line.removesuffix(r" \\").split(" & ") for line in body.splitlines() if " & " in line]
+    return {cells[0].replace(r"\allowbreak{}", ""): cells[1:] for cells in rows}
 
 
 def retention_text(retention: float | None) -> str:
@@ -329,25 +320,35 @@ def test_markdown_shows_mean_and_interval_in_one_cell(records: list[dict[str, An
     assert "Grid smoke; 3 seeds" in markdown
 
 
-def test_latex_is_booktabs_escaped_and_bold(records: list[dict[str, Any]]) -> None:
-    latex = leaderboard_latex(leaderboard_frame(cell_frame(records)), "grid my_grid")
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+def test_latex_pivot_is_booktabs_escaped_with_bold_best_and_dagger(records: list[dict[str, Any]]) -> None:
+    latex = leaderboard_latex(leaderboard_frame(cell_frame(records)), "Grid my_grid")
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabularx}{\textwidth}"):
         assert rule in latex
-    assert r"split\_shapes" in latex and r"my\_grid" in latex and r"20\%" in latex
-    assert re.search(r"(?<!\\)_", latex.replace(r"\_", "")) is None
-    assert (
-        re.search(r"(?<!\\)%", "\n".join(latex.splitlines()[1:])) is None
-    )  # only the first line is a comment
-    lines = latex.splitlines()
-    best_line = latex_row(lines, "split_digits", best_method("split_digits", 0.05), r"5\%")
-    assert r"\textbf{" in best_line
-    dagger_lines = [line for line in lines if r"$^\dagger$" in line and " & " in line]
-    assert dagger_lines == [latex_row(lines, "split_digits", "reservoir", r"5\%")]
-    assert latex.count(r"\textbf{") == len(TASKS) * len(RETENTIONS)
+    assert r"split\_shapes" in latex and "% Grid my_grid" in latex and r"{20\%}" in latex
+    text = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))
+    assert re.search(r"(?<!\\)_", text.replace(r"\_", "")) is None
+    assert re.search(r"(?<!\\)%", text) is None  # every % escaped outside the comment lines
+    for task in TASKS:
+        pivot = latex_pivot(latex, task)
+        assert set(pivot) >= {"none", "joint", "random", "reservoir", "random+random ($t = 25\\%$)"}
+        stored = {label: cells for label, cells in pivot.items() if len(cells) == len(RETENTIONS)}
+        for column, retention in enumerate(RETENTIONS):
+            bold = [label for label, cells in stored.items() if r"\textbf{" in cells[column]]
+            assert [label.split(" ")[0] for label in bold] == [best_method(task, retention)]
+        assert pivot["none"][0].startswith(r"\multicolumn{3}{c}")  # a bound spans the retentions
+    daggers = {
+        (task, label, column)
+        for task in TASKS
+        for label, cells in latex_pivot(latex, task).items()
+        for column, cell in enumerate(cells)
+        if r"$^\dagger$" in cell
+    }
+    assert daggers == {("split_digits", "reservoir", RETENTIONS.index(0.05))}
 
 
 def test_escape_latex() -> None:
     assert escape_latex("a_b & 10% {x} #1 $") == r"a\_b \& 10\% \{x\} \#1 \$"
+    assert escape_latex("× 2 ≤ 3 ± 1") == r"$\times$ 2 $\leq$ 3 $\pm$ 1"
     assert escape_latex("gradmatch+gradlrp") == "gradmatch+gradlrp"
 
 
@@ -357,7 +358,11 @@ def test_escape_latex() -> None:
 def test_make_report_writes_tables_csv_figures_and_failed(results_dir: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "report"
     outputs = make_report(results_dir, out_dir)
-    assert {path.name for path in outputs["tables"]} == {"leaderboard.md", "leaderboard.tex"}
+    assert {path.name for path in outputs["tables"]} == {
+        "leaderboard.md",
+        "leaderboard.tex",
+        "coreset_size.tex",
+    }
     for task in TASKS:
         png = out_dir / f"memory_accuracy_{task}.png"
         pdf = out_dir / f"memory_accuracy_{task}.pdf"
