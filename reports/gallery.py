@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -28,8 +27,8 @@ from benchmark.gallery import (
     compute_gallery,
     first_stream_with_masks,
 )
-from reports.figures import CAPTION_FONT_SIZE, PAPER_STYLE, save_figure
 from reports.records import attribution_columns, finished_cells
+from reports.style import CAPTION_SUFFIX, PAPER_STYLE, SMALL_FONT_SIZE, save_figure
 
 DIM = 0.22  # brightness left to a dropped token
 MASK_COLOR = "#ffd400"
@@ -91,11 +90,11 @@ def _outline(axes, mask: np.ndarray, patch_size: int, color: str, width: float) 
                 axes.plot([right, right], [top, bottom], color=color, linewidth=width)
 
 
-def draw_gallery(gallery: Gallery, title: str) -> Figure:
+def draw_gallery(gallery: Gallery) -> Figure:
     """Rows: images (first column: the image and its mask); columns: token selectors."""
     selectors = list(gallery.kept)
     rows, columns = len(gallery.images), 1 + len(selectors)
-    figure = Figure(figsize=(CELL_INCHES * columns + 0.2, CELL_INCHES * rows + 0.75), layout="constrained")
+    figure = Figure(figsize=(CELL_INCHES * columns + 0.2, CELL_INCHES * rows + 0.45), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False)
     size = gallery.images.shape[-1]
@@ -113,7 +112,7 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
             if column == 0:
                 axes.imshow(rgb, interpolation="nearest")
                 _outline(axes, mask, gallery.patch_size, MASK_COLOR, 1.2)
-                axes.set_ylabel(gallery.row_label(row), fontsize=CAPTION_FONT_SIZE)
+                axes.set_ylabel(gallery.row_label(row), fontsize=SMALL_FONT_SIZE)
                 if row == 0:
                     axes.set_title("image, mask", fontsize=7)
                 continue
@@ -126,11 +125,10 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
             axes.set_xlabel(f"mask kept {hits}/{int(mask.sum())}", fontsize=5.5, labelpad=1)
             if row == 0:
                 axes.set_title(name, fontsize=7)
-    figure.suptitle(title, fontsize=CAPTION_FONT_SIZE, color="0.25")
     return figure
 
 
-def gallery_title(source: GallerySource, gallery: Gallery, caption: str, epochs: int) -> str:
+def gallery_caption(source: GallerySource, gallery: Gallery, caption: str, epochs: int) -> str:
     tokens = gallery.masks.shape[1]
     text = (
         f"{source.task}: top {gallery.kept_per_image} of {tokens} tokens kept by each token selector "
@@ -139,7 +137,7 @@ def gallery_title(source: GallerySource, gallery: Gallery, caption: str, epochs:
         f"{len(gallery.images)} training images of task 1, model fine-tuned {epochs} epochs from the "
         f"committed backbone (seed {GALLERY_SEED}), computed at report time. {caption}"
     )
-    return textwrap.fill(text, 140)
+    return text
 
 
 def attribution_gallery(
@@ -148,11 +146,13 @@ def attribution_gallery(
     """``attribution_gallery.pdf``/``.png`` and no note, or no file and a note saying why."""
     found = first_stream_with_masks(gallery_sources(cells))
     if found is None:
-        for stale in (out_dir / f"{GALLERY_STEM}.pdf", out_dir / f"{GALLERY_STEM}.png"):
+        for stale in (out_dir / f"{GALLERY_STEM}{suffix}" for suffix in (".pdf", ".png", CAPTION_SUFFIX)):
             stale.unlink(missing_ok=True)
         return [], "No attribution gallery: no task of these results has ground-truth masks."
     source, stream = found
     gallery = compute_gallery(source, stream, epochs=epochs)
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = draw_gallery(gallery, gallery_title(source, gallery, caption, epochs))
-        return save_figure(figure, out_dir / GALLERY_STEM), None
+        figure = draw_gallery(gallery)
+        return save_figure(
+            figure, out_dir / GALLERY_STEM, gallery_caption(source, gallery, caption, epochs)
+        ), None

@@ -15,6 +15,7 @@ from benchmark.results import load_results, write_text_atomic
 from reports.figures import (
     accuracy_matrix_figures,
     budget_split_figure,
+    coreset_size_figure,
     forgetting_figure,
     memory_accuracy_figure,
 )
@@ -32,7 +33,8 @@ from reports.records import cell_frame
 from reports.regimes import write_regime_report
 from reports.site import write_site
 
-MATRIX_GLOB = "accuracy_matrix_*"
+# Figures drawn for only some tasks or settings: those an earlier report drew and this one does not go.
+STALE_GLOBS = ("memory_accuracy_*", "forgetting_*", "accuracy_matrix_*", "budget_split_*", "coreset_size_*")
 GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 
 
@@ -55,9 +57,10 @@ def make_report(
     coreset and core tokenset at the middle retention), the budget split (only when a core tokenset ran
     at several token fractions); and one attribution gallery, computed at report time on the first task
     with ground-truth masks (``gallery=False`` skips it; without such a task it is skipped with a note).
-    Accuracy matrices and budget-split figures of an earlier report that this one does not draw are
-    removed. When the records sweep a token fraction or a regime axis (``reports.regimes``), also the
-    regime map: ``regimes.md``, ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes").
+    Per-task figures of an earlier report that this one does not draw are removed. Each figure has its
+    caption (what it shows, and the provenance) in ``<stem>.caption.txt`` beside it. When the records
+    sweep a token fraction or a regime axis (``reports.regimes``), also the regime map: ``regimes.md``,
+    ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes").
     Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
     cells = cell_frame(load_results(results_dir))
@@ -66,12 +69,13 @@ def make_report(
     if frame.empty:
         raise UserError(f"no finished cell results under {results_dir}: run a grid first")
     caption = caption_for(frame)
-    stale = {path for pattern in (MATRIX_GLOB, "budget_split_*") for path in out_dir.glob(pattern)}
+    stale = {path for pattern in STALE_GLOBS for path in out_dir.glob(pattern)}
     figures: list[Path] = []
     for task in frame["task"].unique():
         figures += memory_accuracy_figure(frame, task, out_dir, caption)
         figures += budget_split_figure(frame, task, out_dir, caption)
         figures += forgetting_figure(frame, task, out_dir, caption)
+        figures += coreset_size_figure(frame, task, out_dir, caption)
         figures += accuracy_matrix_figures(cells, frame, task, out_dir, caption)
     for path in stale - set(figures):
         path.unlink(missing_ok=True)

@@ -21,7 +21,6 @@ import pandas as pd
 
 from benchmark.config import DEFAULT_EQUIVALENCE_MARGIN
 from benchmark.results import write_text_atomic
-from reports.figures import PAPER_STYLE, file_slug, save_figure
 from reports.latex import regime_latex
 from reports.regime_figures import default_axes_pairs, draw_accuracy_vs_t, draw_regime_heatmaps
 from reports.regime_table import (
@@ -35,6 +34,7 @@ from reports.regime_table import (
     regime_markdown,
     regime_table,
 )
+from reports.style import PAPER_STYLE, file_slug, save_figure
 
 __all__ = [
     "draw_accuracy_vs_t",
@@ -94,12 +94,14 @@ def write_regime_report(
             figures |= draw_regime_heatmaps(
                 per_fraction, [pair for pair in default_axes_pairs(per_fraction) if TOKEN_FRACTION in pair]
             )
-            for key, figure in figures.items():
-                written += save_figure(figure, out_dir / f"regime_heatmaps_{key}")
+            for key, drawn in figures.items():
+                stem = out_dir / f"regime_heatmaps_{key}"
+                written += save_figure(drawn.figure, stem, f"{drawn.caption} {caption}")
             for task, axes in swept.items():
-                figure = draw_accuracy_vs_t(cells, task) if TOKEN_FRACTION in axes else None
-                if figure is not None:
-                    written += save_figure(figure, out_dir / f"accuracy_vs_t_{file_slug(task)}")
+                drawn = draw_accuracy_vs_t(cells, task) if TOKEN_FRACTION in axes else None
+                if drawn is not None:
+                    stem = out_dir / f"accuracy_vs_t_{file_slug(task)}"
+                    written += save_figure(drawn.figure, stem, f"{drawn.caption} {caption}")
     for path in stale - set(written):
         path.unlink(missing_ok=True)
     return written

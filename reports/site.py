@@ -34,6 +34,7 @@ from reports.leaderboard import (
 )
 from reports.records import BOUND, KIND_ORDER, finished_cells, numeric_fraction
 from reports.stats import DEFAULT_EQUIVALENCE_MARGIN
+from reports.style import caption_path
 
 HTML_MARKUP = Markup(
     bold=lambda text: f"<strong>{text}</strong>",
@@ -70,6 +71,12 @@ FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("budget_split_", "Budget split", "Accuracy against token fraction t at fixed bytes."),
     ("forgetting_", "Forgetting", "Average forgetting per method, mean ± 95% CI over seeds."),
     (
+        "coreset_size_",
+        "Coreset size matched",
+        "The coreset size each core tokenset performs like, as a multiple of its own bytes (the seed "
+        "paper's metric).",
+    ),
+    (
         "accuracy_matrix_",
         "Accuracy matrices",
         "Seed-mean accuracy after each task (rows) on each task (columns): the bounds, and at the "
@@ -79,7 +86,7 @@ FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
         "regime_heatmaps_",
         "Regime map",
         "Best core tokenset minus best coreset, final accuracy at equal bytes, per pair of swept axes; "
-        "a star marks a cell whose 95% CI over seeds excludes 0 (regimes.md has the table).",
+        "a star marks a better or worse verdict, = an equivalent one (regimes.md has the table).",
     ),
     (
         "accuracy_vs_t_",
@@ -265,9 +272,11 @@ def figures_section(figures: Sequence[Path], site_dir: Path) -> str:
                 else ""
             )
             wide = ' class="wide"' if prefix == "attribution_gallery" else ""
+            caption_file = caption_path(path.with_suffix(""))
+            text = caption_file.read_text().strip() if caption_file.exists() else path.stem
             parts.append(
                 f'<figure{wide}><a href="{relative}"><img src="{relative}" alt="{html.escape(path.stem)}" '
-                f'loading="lazy"></a><figcaption>{html.escape(path.stem)}{pdf_link}</figcaption></figure>'
+                f'loading="lazy"></a><figcaption>{html.escape(text)}{pdf_link}</figcaption></figure>'
             )
     return "\n".join(parts) if parts else "<p>No figures.</p>"
 

@@ -22,6 +22,7 @@ from reports.figures import (
     budget_split_points,
     draw_budget_split,
     draw_forgetting,
+    forgetting_figure,
     matrix_selection,
 )
 from reports.leaderboard import caption_for, leaderboard_frame
@@ -120,11 +121,11 @@ def test_make_report_draws_the_selected_matrices_forgetting_and_a_site(tmp_path:
 # --- forgetting -----------------------------------------------------------------------------------
 
 
-def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
+def test_forgetting_points_are_the_seed_means_with_their_interval(tmp_path: Path) -> None:
     records = synthetic_records()
     frame = leaderboard_frame(cell_frame(records))
     caption = caption_for(frame)
-    figure = draw_forgetting(frame, "split_digits", caption)
+    figure = draw_forgetting(frame, "split_digits")
     rows = frame[frame["task"] == "split_digits"]
     drawn = sorted(
         (round(float(container.lines[0].get_xdata()[0]), 9)) for container in figure.axes[0].containers
@@ -132,7 +133,10 @@ def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
     assert drawn == sorted(round(value, 9) for value in rows["forgetting_mean"])
     labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
     assert labels[:2] == ["none", "joint"] and set(labels) == set(rows["method"])
-    assert caption in figure._suptitle.get_text().replace("\n", " ")
+    assert figure._suptitle is None  # provenance goes into the caption file, not the figure
+    paths = forgetting_figure(frame, "split_digits", tmp_path, caption)
+    assert [path.name for path in paths][-1] == "forgetting_split_digits.caption.txt"
+    assert caption in " ".join(paths[-1].read_text().split())
 
 
 # --- budget split ----------------------------------------------------------------------------------
@@ -142,7 +146,7 @@ def test_budget_split_is_skipped_with_one_token_fraction(tmp_path: Path) -> None
     stale = tmp_path / "budget_split_split_shapes.png"
     stale.write_bytes(b"old")
     board = leaderboard_frame(cell_frame(synthetic_records()))
-    assert draw_budget_split(board, "split_shapes", "caption") is None
+    assert draw_budget_split(board, "split_shapes") is None
     assert budget_split_figure(board, "split_shapes", tmp_path, "caption") == []
     assert not stale.exists()
 
@@ -160,21 +164,26 @@ def test_budget_split_points_add_the_coreset_at_t_1() -> None:
 def test_budget_split_draws_a_line_per_retention_at_the_seed_means(tmp_path: Path) -> None:
     board = leaderboard_frame(cell_frame(swept_records()))
     caption = caption_for(board)
-    figure = draw_budget_split(board, "split_shapes", caption)
+    figure = draw_budget_split(board, "split_shapes")
     assert figure is not None
     axes = figure.axes[0]
     assert axes.get_title() == "random+random"
-    lines = {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("retention")}
+    lines = {
+        container.get_label(): container.lines[0]
+        for container in axes.containers
+        if container.get_label().startswith("retention")
+    }
     assert sorted(lines) == sorted(f"retention {r * 100:g}%" for r in RETENTIONS)
     for retention in RETENTIONS:
         line = lines[f"retention {retention * 100:g}%"]
         assert list(line.get_xdata()) == [*SWEPT_FRACTIONS, 1.0]
         expected = [np.mean([split_accuracy(retention, t, s) for s in SEEDS]) for t in SWEPT_FRACTIONS]
         assert np.allclose(line.get_ydata()[:-1], expected)
-    assert caption in figure._suptitle.get_text().replace("\n", " ")
-    assert draw_budget_split(board, "split_digits", caption) is None  # nothing swept there
+    assert draw_budget_split(board, "split_digits") is None  # nothing swept there
     paths = budget_split_figure(board, "split_shapes", tmp_path, caption)
-    assert [path.name for path in paths] == ["budget_split_split_shapes.pdf", "budget_split_split_shapes.png"]
+    stem = "budget_split_split_shapes"
+    assert [path.name for path in paths] == [f"{stem}.pdf", f"{stem}.png", f"{stem}.caption.txt"]
+    assert caption in " ".join(paths[-1].read_text().split())
 
 
 # --- the HTML page ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark import registry
 from benchmark.gallery import GallerySource, compute_gallery, first_stream_with_masks, pick_images
-from reports.gallery import attribution_gallery, draw_gallery, gallery_sources
+from reports.gallery import attribution_gallery, draw_gallery, gallery_caption, gallery_sources
 from reports.records import cell_frame
 from tests.test_reports import synthetic_records
 
@@ -46,12 +46,14 @@ def test_gallery_is_deterministic(small_gallery) -> None:
 
 
 def test_gallery_figure_has_a_column_per_selector_and_the_caption(small_gallery) -> None:
-    _, _, gallery = small_gallery
-    figure = draw_gallery(gallery, "Grid g; 1 seeds (0); commit abc.")
+    source, _, gallery = small_gallery
+    figure = draw_gallery(gallery)
     titles = [axes.get_title() for axes in figure.axes[: 1 + len(gallery.kept)]]
     assert titles == ["image, mask", *gallery.kept]
     assert len(figure.axes) == 6 * (1 + len(gallery.kept))
-    assert "commit abc" in figure._suptitle.get_text()
+    assert figure._suptitle is None  # what it shows and its provenance go into the caption file
+    caption = gallery_caption(source, gallery, "Grid g; 1 seeds (0); commit abc.", epochs=1)
+    assert caption.endswith("commit abc.") and f"top {gallery.kept_per_image} of 16 tokens" in caption
 
 
 def test_gallery_sources_prefer_tasks_with_attribution() -> None:
