@@ -2,7 +2,9 @@
 
 ``reports.make.make_report(results_dir, out_dir)`` writes everything. ``reports.records`` builds the
 one typed view of the records (a frame, one row per cell) that every other module reads;
-``reports.leaderboard`` pools it over seeds into the leaderboard frame and its tables,
-``reports.figures`` draws the memory-vs-accuracy and other figures, ``reports.stats`` holds the
-statistics over seeds.
+``reports.leaderboard`` pools it over seeds into the leaderboard frame and its Markdown;
+``reports.comparisons`` makes the paired comparisons and rank intervals, ``reports.coreset_size``
+the seed paper's × k, ``reports.stats`` the statistics they use (paired t, TOST, Holm, bootstrap);
+``reports.latex`` writes the tables that fit a paper, ``reports.figures`` and
+``reports.regime_figures`` draw the figures in ``reports.style``.
 """

@@ -58,6 +58,7 @@ from reports.style import (
 
 PANEL_HEIGHT_INCHES = 2.3
 RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+MIN_BYTES_SPAN = 10.0  # a memory axis spans at least a factor of 10
 DODGE = 0.035  # log10 spread of the points of one x value, so error bars stay apart
 REFERENCE_COLOR = "0.6"
 BOUND_SORT = {"none": 0, "joint": 1}
@@ -182,6 +183,23 @@ def _plot_series(
     )
 
 
+def metric_label(rows: pd.DataFrame) -> str:
+    """``final average accuracy``, or the metric the rows hold instead (``final average CIDEr``)."""
+    metrics = set(rows["metric"])
+    return (
+        "final average accuracy" if metrics == {ACCURACY} else f"final average {', '.join(sorted(metrics))}"
+    )
+
+
+def _at_least_a_factor(axes, factor: float) -> None:
+    """Widen a log x axis to span at least ``factor`` (one retention: the sideways spread of its points
+    must not look like a difference in memory)."""
+    low, high = axes.get_xlim()
+    if high / low < factor:
+        middle = math.sqrt(low * high)
+        axes.set_xlim(middle / math.sqrt(factor), middle * math.sqrt(factor))
+
+
 def best_series(stored: pd.DataFrame, names: pd.Series, kind: str) -> str | None:
     """The series of ``kind`` with the best mean final accuracy over its retentions (first by name on a
     tie); None where there is none."""
@@ -221,6 +239,8 @@ def draw_memory_accuracy(board: pd.DataFrame, task: str) -> Figure:
                 points["final_accuracy_mean"],
                 color=REFERENCE_COLOR,
                 linewidth=2.2,
+                marker="o",
+                markersize=6,
                 alpha=0.6,
                 zorder=0,
                 label=f"best coreset ({reference}), for reference",
@@ -228,7 +248,9 @@ def draw_memory_accuracy(board: pd.DataFrame, task: str) -> Figure:
         _plot_bounds(axes, rows[rows["kind"] == BOUND])
         _bytes_axis(axes, rows)
         axes.set_title(KIND_TITLES[kind] if len(kinds) > 1 else "", fontsize=7)
-    panels[0].set_ylabel("final average accuracy")
+    panels[0].set_ylabel(metric_label(rows))
+    for axes in panels:
+        _at_least_a_factor(axes, MIN_BYTES_SPAN)
     handles, labels = {}, []
     for axes in panels:
         for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
@@ -566,7 +588,7 @@ def draw_budget_split(board: pd.DataFrame, task: str) -> Figure | None:
         axes.set_xlabel("token fraction t: share of each kept sample's tokens")
         axes.grid(True, linewidth=0.3, alpha=0.5)
         if index % columns == 0:
-            axes.set_ylabel("final average accuracy")
+            axes.set_ylabel(metric_label(board[board["task"] == task]))
     for index in range(len(methods), panel_rows * columns):
         grid[index // columns, index % columns].set_visible(False)
     handles, names = grid[0, 0].get_legend_handles_labels()

@@ -415,8 +415,11 @@ def display_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
     return [_display_row(row, bool(best[index]), markup, attribution) for index, row in frame.iterrows()]
 
 
+TEXT_COLUMNS = frozenset({"Task", "Method", "Kind", "Compared with", "Verdict"})
+
+
 def _column_alignment(frame: pd.DataFrame) -> list[str]:
-    return ["left", "left", "left", *["right"] * (len(table_headers(frame)) - 3)]
+    return ["left" if header in TEXT_COLUMNS else "right" for header in table_headers(frame)]
 
 
 def _metric_notes(frame: pd.DataFrame) -> list[str]:

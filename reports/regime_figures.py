@@ -92,16 +92,27 @@ def fix_at_most_common(
     return kept, fixed
 
 
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    """One of each value as displayed (None and NaN are one), in ``value_order``."""
+    found: dict[str, Any] = {}
+    for value in values:
+        found.setdefault(display_value(value), value)
+    return sorted(found.values(), key=value_order)
+
+
 def heatmap_grid(
     rows: pd.DataFrame, row_axis: str, column_axis: str
 ) -> tuple[list, list, np.ndarray, np.ndarray]:
     """(row values, column values, mean differences [r, c] NaN where not run, verdicts [r, c])."""
-    row_values = sorted(set(rows[row_axis]), key=value_order)
-    column_values = sorted(set(rows[column_axis]), key=value_order)
+    row_values, column_values = _distinct(rows[row_axis]), _distinct(rows[column_axis])
+    row_keys, column_keys = [display_value(v) for v in row_values], [display_value(v) for v in column_values]
     values = np.full((len(row_values), len(column_values)), np.nan)
     verdicts = np.full(values.shape, "", dtype=object)
-    for _, row in rows.iterrows():
-        i, j = row_values.index(row[row_axis]), column_values.index(row[column_axis])
+    for _, row in rows.iterrows():  # matched as displayed: a setting left to its default is None or NaN
+        i, j = (
+            row_keys.index(display_value(row[row_axis])),
+            column_keys.index(display_value(row[column_axis])),
+        )
         values[i, j] = row["difference_mean"]
         verdicts[i, j] = row["verdict"]
     return row_values, column_values, values, verdicts

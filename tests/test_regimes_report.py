@@ -212,12 +212,15 @@ def test_heatmap_cells_hold_the_mean_differences() -> None:
     assert default_axes_pairs(table) == [("retention", "object_scale")]
     figures = draw_regime_heatmaps(table, [("retention", "object_scale"), ("retention", "modes_per_class")])
     assert list(figures) == ["split-shapes_retention_x_object_scale"]  # modes_per_class does not vary
-    axes = figures["split-shapes_retention_x_object_scale"].axes[0]
+    drawn = figures["split-shapes_retention_x_object_scale"]
+    axes = drawn.figure.axes[0]
     plotted = np.asarray(axes.collections[0].get_array()).reshape(len(RETENTIONS), len(SCALES))
     expected = [[tokenset_advantage(scale, retention) for scale in SCALES] for retention in RETENTIONS]
     np.testing.assert_allclose(plotted, expected)
-    assert [label.get_text() for label in axes.get_yticklabels()] == ["0.05", "0.1"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["5%", "10%"]  # retention in %
     assert [label.get_text() for label in axes.get_xticklabels()] == ["0.2", "0.6"]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("object size", "retention")  # axes in words
+    assert drawn.figure._suptitle is None and "better or worse" in drawn.caption
     texts = {text.get_text(): text.get_fontweight() for text in axes.texts}
     assert texts["-0.060*"] == "bold" and texts["+0.130*"] == "bold"
     norm = axes.collections[0].norm
@@ -232,9 +235,9 @@ def test_heatmap_fixes_other_axes_at_their_most_common_value() -> None:
         records.append(record("random+random", 0.05, seed, 0.9, replay="mask", token_fraction=0.25))
     table = regime_table(cell_frame(records))
     figures = draw_regime_heatmaps(table, [("retention", "object_scale")])
-    figure = figures["split-shapes_retention_x_object_scale"]
-    assert "train.replay=drop" in figure.texts[0].get_text().replace("\n", " ")
-    plotted = np.asarray(figure.axes[0].collections[0].get_array())
+    drawn = figures["split-shapes_retention_x_object_scale"]
+    assert "replay of kept tokens drop" in drawn.caption
+    plotted = np.asarray(drawn.figure.axes[0].collections[0].get_array())
     assert plotted.max() == pytest.approx(0.13)  # the 0.35 advantage under "mask" is not drawn here
 
 
@@ -248,7 +251,7 @@ def test_heatmap_axes_are_in_numeric_order() -> None:
             records.append(record("random+random", 0.1, seed, 0.5, modes_per_class=modes, token_fraction=0.5))
     table = regime_table(cell_frame(records), per_token_fraction=True)
     figures = draw_regime_heatmaps(table, default_axes_pairs(table))
-    axes = figures["split-shapes_token_fraction_x_modes_per_class"].axes[0]
+    axes = figures["split-shapes_token_fraction_x_modes_per_class"].figure.axes[0]
     assert [label.get_text() for label in axes.get_xticklabels()] == ["1", "2", "10"]
     plotted = np.asarray(axes.collections[0].get_array()).reshape(2, 3)
     np.testing.assert_allclose(plotted, [[0.01, 0.02, 0.1], [-0.1, -0.1, -0.1]])
@@ -271,13 +274,12 @@ def test_accuracy_vs_t_draws_both_panels() -> None:
     for index, item in enumerate(records):
         if index % 3 == 0:
             item["partial_input_accuracy"] = partial
-    figure = draw_accuracy_vs_t(cell_frame(records), TASK)
-    assert figure is not None
-    left, right = figure.axes[:2]
+    drawn = draw_accuracy_vs_t(cell_frame(records), TASK)
+    assert drawn is not None
+    left, right = drawn.figure.axes[:2]
     assert len(left.get_lines()) >= len(RETENTIONS)  # a line per retention, plus coreset markers
     assert {line.get_label() for line in right.get_lines()} >= {"random tokens, core tokensets"}
-    title = figure.texts[0].get_text().replace("\n", " ")
-    assert "object_scale=0.2" in title  # fixed at its most common value (a tie: the first)
+    assert "object size 0.2" in drawn.caption  # fixed at its most common value (a tie: the first)
 
 
 def test_write_regime_report_writes_and_skips(tmp_path: Path) -> None:

@@ -169,3 +169,43 @@ def test_a_tokenset_on_a_known_curve_matches_a_coreset_three_times_larger() -> N
     assert math.isnan(board.loc["gradmatch"].iloc[0]["coreset_size_ratio"])  # coresets have none
     assert format_ratio(3.0, 2.5, 3.5, INSIDE, False, False) == "× 3.0 [2.5, 3.5]"
     assert format_ratio(0.1, 0.1, 0.2, BELOW, True, False) == "≤ × 0.10 [≤ 0.10, 0.20]"
+
+
+# --- the equivalence margin a grid declares --------------------------------------------------------------
+
+GRID = """
+tasks = ["split-shapes"]
+methods = ["random", "random+random"]
+retention = [0.05]
+seeds = [0]
+"""
+
+
+def test_equivalence_margin_is_a_report_setting_in_no_cell(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from benchmark.errors import UserError
+    from benchmark.grid import declared_equivalence_margin, load_grid
+    from reports import make
+
+    plain, declared = tmp_path / "plain.toml", tmp_path / "declared.toml"
+    plain.write_text(GRID)
+    declared.write_text(GRID + "equivalence_margin = 0.05\n")
+    assert load_grid(declared).equivalence_margin == 0.05 and load_grid(plain).equivalence_margin == 0.02
+    assert [cell.config_hash for cell in load_grid(declared).cells] == [
+        cell.config_hash for cell in load_grid(plain).cells
+    ]
+    assert declared_equivalence_margin(declared) == 0.05
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GRID + "equivalence_margin = 2\n")
+    with pytest.raises(UserError, match="equivalence_margin"):
+        load_grid(bad)
+    variant = tmp_path / "variant.toml"
+    variant.write_text(GRID + "[[variant]]\nequivalence_margin = 0.1\n")
+    with pytest.raises(UserError, match="may not set"):
+        load_grid(variant)
+    monkeypatch.setattr(make, "GRIDS_DIR", tmp_path)
+    assert make.declared_margin(pd.DataFrame({"grid": ["declared", "declared"]})) == 0.05
+    assert make.declared_margin(pd.DataFrame({"grid": ["elsewhere"]})) == 0.02  # no file: the default
+    with pytest.raises(UserError, match="different equivalence margins"):
+        make.declared_margin(pd.DataFrame({"grid": ["declared", "plain"]}))

@@ -400,22 +400,38 @@ def test_line_colour_of_a_method_is_the_same_in_every_figure(records: list[dict[
     colours = {}
     board = leaderboard_frame(cell_frame(records))
     for task in TASKS:
-        for line in draw_memory_accuracy(board, task, "caption").axes[0].get_lines():
-            colours.setdefault(line.get_label(), set()).add(tuple(line.get_color()))
+        for name, line in drawn_series(draw_memory_accuracy(board, task)).items():
+            colours.setdefault(name, set()).add(tuple(line.get_color()))
     assert {name: colours[name] for name in STORED_METHODS} == {
         name: {palette[name]} for name in STORED_METHODS
     }
 
 
-def test_core_tokensets_are_dashed_and_bounds_dotted(records: list[dict[str, Any]]) -> None:
-    axes = draw_memory_accuracy(leaderboard_frame(cell_frame(records)), "split_shapes", "caption").axes[0]
-    styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
-    assert styles["random"] == "-" and styles["reservoir"] == "-" and styles["random+random"] == "--"
-    dotted = sorted(line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":")
-    assert dotted == pytest.approx(
-        [np.mean(expected_finals("split_shapes", bound, None)) for bound in ("none", "joint")]
-    )
-    assert axes.get_xscale() == "log"
+def drawn_series(figure) -> dict[str, Any]:
+    """The data line of each series (an error-bar container) in every panel, by its name."""
+    return {
+        container.get_label().removesuffix(" (best)"): container.lines[0]
+        for axes in figure.axes
+        for container in axes.containers
+    }
+
+
+def test_coresets_and_core_tokensets_are_facets_and_bounds_dotted(records: list[dict[str, Any]]) -> None:
+    figure = draw_memory_accuracy(leaderboard_frame(cell_frame(records)), "split_shapes")
+    coresets, tokensets = figure.axes[:2]
+    assert {c.get_label().removesuffix(" (best)") for c in coresets.containers} == {"random", "reservoir"}
+    assert [c.get_label().removesuffix(" (best)") for c in tokensets.containers] == ["random+random"]
+    styles = {name: line.get_linestyle() for name, line in drawn_series(figure).items()}
+    assert styles == {"random": "-", "reservoir": "-", "random+random": "--"}
+    for axes in (coresets, tokensets):
+        dotted = sorted(line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":")
+        assert dotted == pytest.approx(
+            [np.mean(expected_finals("split_shapes", bound, None)) for bound in ("none", "joint")]
+        )
+        assert axes.get_xscale() == "log"
+    # the best coreset is repeated, grey, beside the core tokensets
+    reference = [line for line in tokensets.get_lines() if line.get_label().startswith("best coreset")]
+    assert len(reference) == 1 and "reservoir" in reference[0].get_label()
 
 
 def test_accuracy_matrix_is_the_seed_mean(records: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -424,8 +440,11 @@ def test_accuracy_matrix_is_the_seed_mean(records: list[dict[str, Any]], tmp_pat
         [finished_cell("split_digits", "reservoir", 0.05, seed)["accuracy_matrix"] for seed in SEEDS], axis=0
     )
     assert seeds == 3 and np.allclose(matrix, by_hand)
-    paths = accuracy_matrix_figure(cell_frame(records), "split_digits", "reservoir", 0.05, tmp_path)
-    assert [path.read_bytes()[:5] for path in paths] == [PDF_MAGIC, PNG_MAGIC[:5]]
+    paths = accuracy_matrix_figure(
+        cell_frame(records), "split_digits", "reservoir", 0.05, tmp_path, caption="G."
+    )
+    assert [path.read_bytes()[:5] for path in paths[:2]] == [PDF_MAGIC, PNG_MAGIC[:5]]
+    assert paths[2].name.endswith(".caption.txt") and paths[2].read_text().strip().endswith("G.")
 
 
 # --- errors -------------------------------------------------------------------------------------
