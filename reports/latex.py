@@ -14,7 +14,6 @@ Each file is a fragment to ``\\input``; it needs ``\\usepackage{booktabs,tabular
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +24,9 @@ from reports.leaderboard import (
     BOUND_ORDER,
     LEARNED_THRESHOLD,
     Markup,
-    _metric_notes,
     best_final_mask,
+    format_mean_rank,
+    metric_notes,
     overall_rank_frame,
 )
 from reports.records import BOUND, KIND_ORDER, TOKENSET, fraction_order, fraction_text, is_auto
@@ -200,7 +200,7 @@ def _task_pivot(board: pd.DataFrame, task: str, provenance: str) -> list[str]:
             rf" $^\dagger$ A seed's diagonal mean $<$ {LEARNED_THRESHOLD:g}: the model did not learn every "
             "task."
         )
-    notes += "".join(" " + escape_latex(note) for note in _metric_notes(rows))
+    notes += "".join(" " + escape_latex(note) for note in metric_notes(rows))
     spec = LABEL_COLUMN + "r" * max(len(retentions), 1)
     return _table(body, header, spec, notes, f"tab:accuracy-{_label_slug(task)}", provenance)
 
@@ -233,10 +233,7 @@ def overall_rank_latex(board: pd.DataFrame, provenance: str) -> list[str]:
 
 
 def _mean_rank(row: pd.Series) -> str:
-    low, high = row.get("mean_rank_low", math.nan), row.get("mean_rank_high", math.nan)
-    if math.isnan(low) or math.isnan(high):
-        return f"{row['mean_rank']:.2f}"
-    return f"{row['mean_rank']:.2f} [{low:.1f}--{high:.1f}]"
+    return format_mean_rank(row["mean_rank"], row["mean_rank_low"], row["mean_rank_high"], dash="--")
 
 
 def leaderboard_latex(board: pd.DataFrame, provenance: str) -> str:

@@ -202,7 +202,7 @@ def overall_rank_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
             str(row["overall_rank"]),
             markup.escape(row["method"]),
             row["kind"],
-            f"{row['mean_rank']:.2f}",
+            format_mean_rank(row["mean_rank"], row["mean_rank_low"], row["mean_rank_high"]),
             str(row["groups"]),
             str(row["tasks"]),
         ]
@@ -210,7 +210,14 @@ def overall_rank_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
     ]
 
 
-OVERALL_HEADERS = ["Overall rank", "Method", "Kind", "Mean rank", "Task × retention groups", "Tasks"]
+OVERALL_HEADERS = ["Overall rank", "Method", "Kind", "Mean rank [95% CI]", "Task × retention groups", "Tasks"]
+
+
+def format_mean_rank(mean: float, low: float, high: float, dash: str = "–") -> str:
+    """``"2.33 [1.7–4.0]"``; ``"2.33"`` without an interval."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.1f}{dash}{high:.1f}]"
 
 
 def _frame_columns(attribution: Sequence[str]) -> list[str]:
@@ -422,7 +429,7 @@ def _column_alignment(frame: pd.DataFrame) -> list[str]:
     return ["left" if header in TEXT_COLUMNS else "right" for header in table_headers(frame)]
 
 
-def _metric_notes(frame: pd.DataFrame) -> list[str]:
+def metric_notes(frame: pd.DataFrame) -> list[str]:
     """Tasks whose matrix holds another metric than accuracy (captioning: CIDEr) are named."""
     other = frame[frame["metric"] != ACCURACY] if "metric" in frame else frame.iloc[0:0]
     notes = []
@@ -467,7 +474,7 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     ]
     if not frame["learned"].all():
         notes.append(f"† {NOT_LEARNED_NOTE}")
-    notes += _metric_notes(frame)
+    notes += metric_notes(frame)
     overall = tabulate(
         overall_rank_rows(frame, MARKDOWN),
         headers=OVERALL_HEADERS,
@@ -476,8 +483,9 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
         colalign=["right", "left", "left", "right", "right", "right"],
     )
     overall_note = (
-        "Mean of a method's ranks over every task × retention it ran at (lower is better); where a grid "
-        "excludes methods from a task, that task's groups hold fewer methods."
+        "Mean of a method's ranks over every task × retention it ran at (lower is better), with its 95% "
+        "percentile-bootstrap interval over seeds; where a grid excludes methods from a task, that task's "
+        "groups hold fewer methods."
     )
     sections = ["# Leaderboard", caption, table, *notes, "## Overall rank", overall, overall_note]
     return "\n\n".join(sections) + "\n"
