@@ -49,13 +49,24 @@ def lint(session: nox.Session) -> None:
     session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
 
 
+def benchmark_command(posargs: list[str]) -> list[str]:
+    """``benchmark reproduce GRID [options]``: GRID is the first posarg unless it is an option
+    (then ``default``); ``--jobs 2`` unless the options choose the executor or the jobs."""
+    grid, options = (
+        ("default", posargs) if not posargs or posargs[0].startswith("-") else (posargs[0], posargs[1:])
+    )
+    chosen = {option.split("=")[0] for option in options}
+    jobs = [] if chosen & {"--jobs", "--executor"} else ["--jobs", "2"]
+    return ["-m", "benchmark", "reproduce", grid, *jobs, *options]
+
+
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Run ``grids/default.toml`` (or the grid named in posargs), then the report."""
+    """Reproduce ``grids/default.toml`` (or the grid named in posargs) in ``runs/<grid>/<time>/``:
+    every cell run afresh, the report made there, and each cell compared with its committed record
+    (``--reuse`` resumes the newest run directory; ``--cells N`` runs a sample)."""
     python = shared_env(session)
-    grid = session.posargs[0] if session.posargs else "default"
-    extra = session.posargs[1:] or ["--jobs", "2"]
-    session.run(python, "-m", "benchmark", "run", grid, *extra, external=True)
+    session.run(python, *benchmark_command(session.posargs), external=True)
 
 
 @nox.session

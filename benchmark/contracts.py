@@ -22,7 +22,7 @@ round (``tests/test_import_rules.py`` keeps that shape).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeGuard
 
@@ -59,19 +59,29 @@ def decode_ids(ids: Sequence[int], vocabulary: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class TokenBatch:
     """Patch tokens of a batch as stored: uint8 [B, K, C·p·p], their positions int64 [B, K], and an
-    optional text input int64 [B, L] (token ids, 0 = padding)."""
+    optional text input int64 [B, L] (token ids, 0 = padding).
+
+    Two optional per-token fields say how a token enters the model: ``masked`` (bool [B, K]) marks
+    positions that stand for a dropped token (the learned mask token where the model has one, else a
+    zero patch); ``scale`` (float [B, K]) multiplies each patch embedding (channel dropout: 0 for a
+    dropped token, 1 / (1 − p) for a kept one).
+    """
 
     patches: torch.Tensor
     positions: torch.Tensor
     text: torch.Tensor | None = None
-    masked: torch.Tensor | None = None  # bool [B, K]: tokens whose embedding is the learned mask token
+    masked: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+    def _map(self, per_token: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+        return tuple(None if t is None else per_token(t) for t in (self.masked, self.scale))
 
     def to(self, device: torch.device) -> TokenBatch:
         return TokenBatch(
             self.patches.to(device),
             self.positions.to(device),
             None if self.text is None else self.text.to(device),
-            None if self.masked is None else self.masked.to(device),
+            *self._map(lambda t: t.to(device)),
         )
 
     def take(self, index: torch.Tensor | slice) -> TokenBatch:
@@ -80,7 +90,7 @@ class TokenBatch:
             self.patches[index],
             self.positions[index],
             None if self.text is None else self.text[index],
-            None if self.masked is None else self.masked[index],
+            *self._map(lambda t: t[index]),
         )
 
     def gather(self, index: torch.Tensor) -> TokenBatch:
@@ -91,7 +101,7 @@ class TokenBatch:
             self.patches.gather(1, pixels),
             self.positions.gather(1, index),
             self.text,
-            None if self.masked is None else self.masked.gather(1, index),
+            *self._map(lambda t: t.gather(1, index)),
         )
 
     def __len__(self) -> int:
@@ -212,6 +222,9 @@ class SamplePool:
     grads: np.ndarray | None  # float32 [n, g]: last-layer gradient proxies, or None
     labels: np.ndarray  # int64 [n]
     memory_grads: np.ndarray | None = None  # float32 [m, g]: what memory already holds
+    # Classes in the order that takes the remainder of a per-class budget split when shares tie
+    # (``methods.base.per_class_budgets``), drawn by the cell's generator; None: by label.
+    tie_order: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)

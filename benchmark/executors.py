@@ -29,9 +29,10 @@ from typing import Any, Protocol
 
 import torch
 
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import run_cell
 from benchmark.config import CellConfig
 from benchmark.errors import UserError
+from benchmark.learner import TaskCache
 from benchmark.results import FAILED, CellResult
 
 StatusFactory = Callable[[CellConfig], Callable[[str, int], None]]

@@ -54,18 +54,39 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import registry
-from benchmark.config import AUTO, DEFAULT_EQUIVALENCE_MARGIN, CellConfig, TrainConfig
+from benchmark.config import (
+    AUTO,
+    CURRENT_PROTOCOL,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    PROTOCOLS,
+    TUNABLE_TRAIN_FIELDS,
+    CellConfig,
+    TrainConfig,
+)
 from benchmark.contracts import selects_pairs
 from benchmark.errors import UserError
 from benchmark.registry import unknown_name_message
 
 LIST_KEYS = ("tasks", "methods", "retention", "seeds")
 TABLE_KEYS = ("train", "task_params", "sample_selector_params", "token_selector_params", "method_params")
-OPTIONAL_KEYS = ("name", "token_fraction", "description", "exclude", "variant", "equivalence_margin")
+OPTIONAL_KEYS = (
+    "name",
+    "token_fraction",
+    "description",
+    "exclude",
+    "variant",
+    "protocol",
+    "stream_seeds",
+    "tune",
+    "equivalence_margin",
+)
+# Task parameters a cell's seed sets when ``stream_seeds = true`` (where the task takes them): which data
+# is drawn and in which order its classes form the tasks.
+STREAM_SEED_PARAMS = ("data_seed", "class_order_seed")
 EXCLUDE_KEYS = ("tasks", "methods", "retention", "seeds")
 DEFAULT_TOKEN_FRACTIONS = (0.25,)
 # [train] settings whose default is None (meaning "decided per cell"): an example of the type they take.
-NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5}
+NULLABLE_TRAIN_TYPES: dict[str, Any] = {"epochs": 1, "input_dropout": 0.5, "fused_optimizer": True}
 
 
 @dataclass(frozen=True)
@@ -176,12 +197,26 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
     token_fractions = _token_fractions(raw.get("token_fraction", list(DEFAULT_TOKEN_FRACTIONS)), where)
     tables = {key: _table(raw.get(key, {}), key, where) for key in TABLE_KEYS}
     train = _train_config(tables["train"], where)
+    protocol = _protocol(raw.get("protocol", CURRENT_PROTOCOL), where)
+    tune = _tune(raw.get("tune", {}), train, protocol, where)
+    stream_seeds = raw.get("stream_seeds", True)
+    if not isinstance(stream_seeds, bool):
+        raise UserError(f"{where}: 'stream_seeds' must be true or false, got {stream_seeds!r}")
     for task in tasks:
         registry.get("task", task)
     task_params = {
         t: _resolve("task", t, _table(tables["task_params"].get(t, {}), t, where), where) for t in tasks
     }
     _check_unused(tables["task_params"], tasks, "task_params", where)
+    seeded_params = {
+        (task, seed): _stream_params(
+            task, task_params[task], tables["task_params"].get(task, {}), seed, where
+        )
+        if stream_seeds
+        else task_params[task]
+        for task in tasks
+        for seed in seeds
+    }
     cells: list[CellConfig] = []
     used_samples, used_tokens = set(), set()
     for method in methods:
@@ -213,7 +248,7 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
                 common = {
                     "grid": name,
                     "task": task,
-                    "task_params": task_params[task],
+                    "task_params": seeded_params[task, seed],
                     "method": method,
                     "sample_selector": sample_name,
                     "token_selector": token_name,
@@ -221,6 +256,8 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
                     "token_selector_params": token_params,
                     "seed": seed,
                     "train": train,
+                    "protocol": protocol,
+                    "tune": tune,
                 }
                 if not getattr(selector, "uses_memory", True):
                     cells.append(CellConfig(retention=None, token_fraction=1.0, **common))
@@ -316,6 +353,50 @@ def _resolve(kind: str, name: str, params: dict[str, Any], where: str) -> dict[s
     except (ValueError, TypeError) as error:
         raise UserError(f"{where}: {kind} {name!r}: {error}") from None
     return resolved
+
+
+def _stream_params(
+    task: str, resolved: dict[str, Any], given: dict[str, Any], seed: int, where: str
+) -> dict[str, Any]:
+    """``stream_seeds = true``: the task's parameters with its data and class order drawn by ``seed``."""
+    drawn = [key for key in STREAM_SEED_PARAMS if key in resolved]
+    for key in drawn:
+        if key in given:
+            raise UserError(
+                f"{where}: [task_params.{task}] {key} is drawn from each cell's seed while stream_seeds = "
+                "true; set stream_seeds = false to fix it"
+            )
+    params = {**resolved, **{key: seed for key in drawn}}
+    try:
+        registry.get("task", task)(**params)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{where}: task {task!r} at seed {seed}: {error}") from None
+    return params
+
+
+def _protocol(value: Any, where: str) -> int:
+    if isinstance(value, bool) or value not in PROTOCOLS:
+        raise UserError(f"{where}: 'protocol' must be one of {', '.join(map(str, PROTOCOLS))}, got {value!r}")
+    return int(value)
+
+
+def _tune(table: Any, train: TrainConfig, protocol: int, where: str) -> dict[str, list[Any]]:
+    """``[tune]``: training settings → candidate values, each checked as a ``[train]`` value."""
+    table = _table(table, "tune", where)
+    if table and protocol < 2:
+        raise UserError(f"{where}: [tune] needs protocol 2 (protocol 1 holds out no validation data)")
+    tune: dict[str, list[Any]] = {}
+    for key, values in table.items():
+        if key not in TUNABLE_TRAIN_FIELDS:
+            raise UserError(
+                f"{where}: [tune]: {unknown_name_message('tunable setting', key, list(TUNABLE_TRAIN_FIELDS))}"
+            )
+        _check_list(values, f"tune.{key}", where)
+        tune[key] = []
+        for value in values:
+            checked = _train_config({key: value}, f"{where} [tune]")
+            tune[key].append(getattr(checked, key))
+    return tune
 
 
 def _same_type(value: Any, default: Any) -> bool:

@@ -88,9 +88,12 @@ class TokenViT(nn.Module):
         # The conv patch embedding is a linear map of each (C, p, p) patch.
         tokens = pixels @ proj.weight.flatten(1).t() + proj.bias
         if batch.masked is not None:
-            if self.mask_token is None:
-                raise ValueError("this model has no mask token (built for replay = 'drop')")
-            tokens = torch.where(batch.masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+            # A dropped position: the learned mask token (replay = "mask"), or else a zero patch of the
+            # normalised image (replay = "zero", as the seed paper's code), whose embedding is the bias.
+            fill = proj.bias if self.mask_token is None else self.mask_token
+            tokens = torch.where(batch.masked.unsqueeze(-1), fill.to(tokens.dtype), tokens)
+        if batch.scale is not None:
+            tokens = tokens * batch.scale.unsqueeze(-1).to(tokens.dtype)
         pos = self.vit.pos_embed[0]  # [1 + P, D], row 0 is CLS
         tokens = tokens + pos[1 + batch.positions]
         cls = (self.vit.cls_token[0, 0] + pos[0]).expand(tokens.shape[0], 1, -1)
@@ -154,10 +157,13 @@ class TokenViT(nn.Module):
 
 def fill_masked(batch: TokenBatch, tokens: int) -> TokenBatch:
     """A partial batch as a whole one: every position present, the missing ones marked ``masked``
-    (their pixels zero, never read). ``replay = "mask"`` feeds this; ``"drop"`` feeds ``batch``."""
+    (their pixels zero, never read). ``replay = "mask"`` and ``"zero"`` feed this; ``"drop"`` feeds
+    ``batch``."""
     size, kept = batch.positions.shape
     if kept == tokens and batch.masked is None:
         return batch
+    if batch.scale is not None:
+        raise ValueError("a batch with channel-dropout scales already holds every position")
     patches = batch.patches.new_zeros(size, tokens, batch.patches.shape[2])
     patches.scatter_(1, batch.positions.unsqueeze(-1).expand(-1, -1, patches.shape[2]), batch.patches)
     masked = torch.ones(size, tokens, dtype=torch.bool, device=batch.positions.device)

@@ -17,7 +17,7 @@ computed once at the end of a cell, recorded as ``CellResult.extra_metrics``);
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from benchmark.caption_metrics import ALL_METRICS, HEADLINE_METRIC, CaptionScore
 from benchmark.captioner import CaptionModel
 from benchmark.contracts import TaskStream, TokenBatch
 from benchmark.model import TokenViT
-from benchmark.train import ContinualModel, accuracy
+from benchmark.train import ContinualModel, accuracy, predict
 
 
 class EvalSet(NamedTuple):
@@ -52,6 +52,15 @@ class Objective(Protocol):
         batch_size: int,
         device: torch.device,
     ) -> float: ...
+
+
+@runtime_checkable
+class ClassPredictor(Protocol):
+    """An objective whose model predicts one class per sample (the shortcut diagnostics need it)."""
+
+    def predict(
+        self, model: ContinualModel, data: TokenBatch, batch_size: int, device: torch.device
+    ) -> torch.Tensor: ...
 
 
 def text_length(stream: TaskStream) -> int:
@@ -82,6 +91,13 @@ class Classification:
     ) -> float:
         assert isinstance(model, TokenViT)
         return accuracy(model, data, targets, batch_size, device)
+
+    def predict(
+        self, model: ContinualModel, data: TokenBatch, batch_size: int, device: torch.device
+    ) -> torch.Tensor:
+        """The predicted class of every sample of ``data``, int64 [m]."""
+        assert isinstance(model, TokenViT)
+        return predict(model, data, batch_size, device)
 
 
 def evaluate_row(

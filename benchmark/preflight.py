@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmark import registry
-from benchmark.cell import TaskCache
+from benchmark.cell_data import to_tensors
 from benchmark.checkpoints import check_fits, read_checkpoint
 from benchmark.config import AUTO
 from benchmark.errors import UserError
 from benchmark.grid import Grid
-from benchmark.memory import kept_token_count, retention_budget_bytes, stored_sample_bytes
+from benchmark.learner import TaskCache
+from benchmark.memory import kept_token_count
 from benchmark.model import TokenViT
 from benchmark.pretrain import default_recipe, weights_path
+from benchmark.task_memory import budget_bytes_for
 from benchmark.token_split import AUTO_CANDIDATES
 
 
@@ -50,23 +53,21 @@ def preflight(grid: Grid, cache: TaskCache, weights_dir: Path) -> None:
                 )
         if cell.retention is None:
             continue
-        key = (cell.task + repr(sorted(cell.task_params.items())), cell.retention, cell.token_fraction)
+        key = (
+            cell.task + repr(sorted(cell.task_params.items())),
+            cell.retention,
+            cell.token_fraction,
+            cell.protocol,
+        )
         if key in checked_budgets:
             continue
         checked_budgets.add(key)
+        validation_rng = None if cell.protocol == 1 else np.random.default_rng(0)  # sizes do not depend on it
+        fraction = min(AUTO_CANDIDATES) if cell.token_fraction == AUTO else float(cell.token_fraction)
         for index, experience in enumerate(stream.experiences[:-1]):
-            budget = retention_budget_bytes(cell.retention, experience.train_bytes)
-            patch_bytes = experience.train_images[0].nbytes // stream.tokens
-            text_tokens = 0 if experience.train_text is None else experience.train_text.shape[1]
-            label_tokens = 1 if experience.train_labels.ndim == 1 else experience.train_labels.shape[1]
-            fraction = min(AUTO_CANDIDATES) if cell.token_fraction == AUTO else float(cell.token_fraction)
-            per_sample = stored_sample_bytes(
-                kept_token_count(fraction, stream.tokens),
-                stream.tokens,
-                patch_bytes,
-                text_tokens,
-                label_tokens,
-            )
+            task, _ = to_tensors(experience, stream.backbone.patch_size, stream.vocabulary, validation_rng)
+            budget = budget_bytes_for(cell, task)
+            per_sample = task.byte_costs.of(kept_token_count(fraction, stream.tokens))
             if budget < per_sample:
                 raise UserError(
                     f"impossible budget: retention {cell.retention:g} of {cell.task} task {index + 1} is "

@@ -50,12 +50,33 @@ class CellResult:
     # task), None where it has none; left out of the record then, so classification records keep their keys.
     extra_metrics: dict[str, Any] | None = None
     metric: str = "accuracy"  # what the accuracy matrix holds (the objective's metric: accuracy, CIDEr)
+    # Protocol 2 (README, "The protocol"); left out of the record where None, like extra_metrics.
+    validation_matrix: list[list[float]] | None = None  # [i][j]: metric on task j's validation slice
+    validation_final_accuracy: float | None = None  # mean of its last row: what [tune] chooses by
+    tuning: dict[str, Any] | None = None  # [tune]: searched values, every candidate's validation, chosen
+    shortcut: list[dict[str, Any]] | None = None  # per task i: benchmark.diagnostics.shortcut_row
+    class_order: list[list[int]] | None = None  # the classes of each task, in stream order
+    classes_per_task: list[int] | None = None  # per stored task: classes of its training data
+    classes_covered_per_task: list[int] | None = None  # per stored task: classes with a stored sample
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
-        if record["extra_metrics"] is None:
-            del record["extra_metrics"]
+        for name in OPTIONAL_FIELDS:
+            if record[name] is None:
+                del record[name]
         return record
+
+
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "extra_metrics",
+    "validation_matrix",
+    "validation_final_accuracy",
+    "tuning",
+    "shortcut",
+    "class_order",
+    "classes_per_task",
+    "classes_covered_per_task",
+)
 
 
 def cell_path(results_dir: Path, config_hash: str) -> Path:

@@ -9,20 +9,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.cell import TaskCache, epochs_for
 from benchmark.config import CellConfig
 from benchmark.executors import ExecutorOptions, make_executor
 from benchmark.grid import Grid
+from benchmark.learner import TaskCache, total_epochs
+from benchmark.plan import FAILED_STATE, STALE, log_plan, plan_grid, still_to_run
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR
-from benchmark.provenance import suite_commit
+from benchmark.provenance import CodeFingerprints, suite_commit, with_code
 from benchmark.results import (
     FAILED,
     FINISHED,
     check_results_dir,
     claim_cell,
     record_status,
-    recorded_statuses,
     release_cell,
     save_result,
 )
@@ -39,26 +39,7 @@ class GridSummary:
     failed: list[str]  # "label: error" per failed cell
     seconds: float
     running_elsewhere: int = 0  # cells another live run holds the lock of
-
-
-def pending_cells(grid: Grid, results_dir: Path, retry_failed: bool = False) -> tuple[list[CellConfig], int]:
-    """Cells to run (unique by hash), and how many were skipped as already recorded.
-
-    A finished cell is never rerun; a failed one only with ``retry_failed``
-    (it failed for a reason that a rerun alone would not change). A corrupt
-    record counts as absent: the cell runs again and its record is replaced.
-    """
-    statuses = recorded_statuses(results_dir)
-    done = {h for h, status in statuses.items() if status == FINISHED or not retry_failed}
-    pending: dict[str, CellConfig] = {}
-    skipped = 0
-    for cell in grid.cells:
-        digest = cell.config_hash
-        if digest in done:
-            skipped += 1
-        elif digest not in pending:
-            pending[digest] = cell
-    return list(pending.values()), skipped
+    stale: int = 0  # cells whose record was made by code that has changed since (rerun unless kept)
 
 
 @dataclass
@@ -71,6 +52,8 @@ class Claims:
     elsewhere: int = 0
     done_meanwhile: int = 0
     on_skip: Callable[[], None] = lambda: None
+    needs_run: Callable[[str], bool] | None = None  # is the cell still to run once claimed (default: no
+    # finished record, and no failed one unless retry_failed)
 
     def claimed(self, cells: list[CellConfig]) -> Iterator[CellConfig]:
         """Each cell once its lock is ours and no record of it has appeared since the run began."""
@@ -80,14 +63,19 @@ class Claims:
                 self.elsewhere += 1
                 self.on_skip()
                 continue
-            status = record_status(self.results_dir, digest)
-            if status == FINISHED or (status == FAILED and not self.retry_failed):
+            if not self._needs_run(digest):
                 release_cell(self.results_dir, digest)  # another run finished it meanwhile
                 self.done_meanwhile += 1
                 self.on_skip()
                 continue
             self.held.add(digest)
             yield cell
+
+    def _needs_run(self, digest: str) -> bool:
+        if self.needs_run is not None:
+            return self.needs_run(digest)
+        status = record_status(self.results_dir, digest)
+        return not (status == FINISHED or (status == FAILED and not self.retry_failed))
 
     def release(self, digest: str) -> None:
         self.held.discard(digest)
@@ -108,12 +96,15 @@ def run_grid(
     retry_failed: bool = False,
     executor: str = "local",
     options: ExecutorOptions | None = None,
+    keep_stale: bool = False,
 ) -> GridSummary:
     """Run every pending cell of ``grid`` on ``executor`` (``jobs`` > 1: local worker processes).
 
     Each cell is claimed (``cells/<hash>.lock``) just before it starts, so two runs of
     one grid share its cells instead of running them twice; the lock goes once the
-    record is written. A lock left by a killed run on this host is taken over.
+    record is written. A lock left by a killed run on this host is taken over. A cell whose
+    record was made by code that has changed since (``benchmark.plan``) runs again unless
+    ``keep_stale``; each record written holds the fingerprint of its code.
     """
     started = time.perf_counter()
     results_dir = results_root / grid.name
@@ -122,17 +113,25 @@ def run_grid(
     preflight(grid, cache, options.weights_dir)
     runner = make_executor(executor, options, cache)
     check_results_dir(results_dir)
-    pending, skipped = pending_cells(grid, results_dir, retry_failed)
+    plan = plan_grid(grid.cells, results_dir, cache, CodeFingerprints(options.weights_dir))
+    log_plan(plan, keep_stale)
+    pending = plan.to_run(retry_failed, keep_stale)
+    skipped = len(plan.cells) - len(pending)
     commit = suite_commit()
-    attempted = {cell.config_hash for cell in pending}
     failed: list[str] = []
     ran = 0
     cells_bar = tqdm(total=len(pending), desc=f"grid {grid.name}", unit="cell", disable=not show_progress)
-    claims = Claims(results_dir, retry_failed, on_skip=lambda: cells_bar.update(1))
+    claims = Claims(
+        results_dir,
+        retry_failed,
+        on_skip=lambda: cells_bar.update(1),
+        needs_run=lambda digest: still_to_run(plan, results_dir, retry_failed, keep_stale, digest),
+    )
     try:
         with cells_bar, EpochBars(cache, show_progress) as epoch_bars:
             for result in runner.run(claims.claimed(pending), commit, epoch_bars.status_for):
                 epoch_bars.finish(result.config_hash)
+                result = with_code(result, plan.code_for(result.config_hash))
                 path = save_result(results_dir, result)
                 claims.release(result.config_hash)
                 tracker.log_cell(result, path)
@@ -148,15 +147,12 @@ def run_grid(
         results_dir=results_dir,
         cells=len(grid.cells),
         skipped=skipped + claims.done_meanwhile,
-        skipped_failed=sum(
-            1
-            for h, status in recorded_statuses(results_dir).items()
-            if status == FAILED and h not in attempted
-        ),
+        skipped_failed=0 if retry_failed else plan.counts()[FAILED_STATE],
         finished=ran - len(failed),
         failed=failed,
         seconds=time.perf_counter() - started,
         running_elsewhere=claims.elsewhere,
+        stale=plan.counts()[STALE],
     )
 
 
@@ -187,7 +183,7 @@ class EpochBars:
         used = {bar.pos for bar in self.bars.values()}
         position = next(p for p in range(1, len(self.bars) + 2) if p not in used and -p not in used)
         bar = tqdm(
-            total=len(stream.experiences) * epochs_for(config, stream),
+            total=total_epochs(config, stream),
             desc=f"{config.task} {config.method}",
             unit="epoch",
             leave=False,

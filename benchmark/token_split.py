@@ -30,6 +30,14 @@ VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """Features (as the model sees them whole) and categories of the samples the candidates must label."""
+
+    features: np.ndarray
+    categories: np.ndarray
+
+
+@dataclass(frozen=True)
 class SplitChoice:
     token_fraction: float
     scores: dict[str, float]  # candidate t (as text) → nearest-neighbour validation accuracy
@@ -81,16 +89,23 @@ def choose_token_fraction(
     rng: np.random.Generator,
     batch_size: int,
     device: torch.device,
+    validation: HeldOut | None = None,
 ) -> SplitChoice:
     """The candidate t whose memory (from the training part) best labels the held-out slice.
 
-    ``budget_for[t]`` is the number of samples the byte budget allows at t.
+    ``budget_for[t]`` is the number of samples the byte budget allows at t. ``validation`` is the
+    task's validation slice (protocol 2): the memory is then selected from every training sample.
+    Without it (protocol 1) ``VALIDATION_FRACTION`` of the training data is held out here.
     """
-    train, held_out = stratified_split(categories, VALIDATION_FRACTION, rng)
+    if validation is None:
+        train, held_out = stratified_split(categories, VALIDATION_FRACTION, rng)
+        query, query_categories = features[held_out], categories[held_out]
+    else:
+        train = np.arange(len(categories))
+        query, query_categories = validation.features, validation.categories
     tokens = data.positions.shape[1]
     pool = SamplePool(features[train], None if grads is None else grads[train], categories[train])
     train_data = data.take(torch.from_numpy(train))
-    query = features[held_out]
     scores: dict[str, float] = {}
     margins: dict[str, float] = {}
     for fraction in AUTO_CANDIDATES:
@@ -114,7 +129,7 @@ def choose_token_fraction(
         )
         key = f"{fraction:g}"
         scores[key], margins[key] = nearest_neighbour_scores(
-            reference, categories[train[indices]], query, categories[held_out]
+            reference, categories[train[indices]], query, query_categories
         )
     best = max(AUTO_CANDIDATES, key=lambda t: (scores[f"{t:g}"], margins[f"{t:g}"], t))
     return SplitChoice(best, scores, margins)

@@ -10,7 +10,7 @@ selectors or tracking.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -21,9 +21,6 @@ from benchmark.memory import ReplaySet
 from benchmark.model import TokenViT, fill_masked
 
 ProgressHook = Callable[[str], None]
-
-
-REPLAY_MODES: tuple[str, ...] = ("drop", "mask")
 
 
 class ContinualModel(Protocol):
@@ -50,7 +47,7 @@ class TrainSettings:
     replay_batch_size: int
     input_dropout: float
     eval_batch_size: int
-    replay_mode: str = "drop"  # "drop": feed kept tokens only; "mask": every position, dropped = mask token
+    replay_mode: str = "drop"  # how partial inputs enter the model (``benchmark.config.REPLAY_MODES``)
 
 
 def seeded_generator(seed: int, *stream: int) -> torch.Generator:
@@ -74,9 +71,31 @@ def drop_tokens(batch: TokenBatch, drop_rate: float, generator: torch.Generator)
     return batch.gather(order.to(batch.positions.device))
 
 
+def channel_dropout(batch: TokenBatch, drop_rate: float, generator: torch.Generator) -> TokenBatch:
+    """Each patch token's embedding zeroed with probability p, the rest scaled by 1 / (1 − p).
+
+    The seed paper's code (``nn.Dropout2d`` on the [B, P, D] patch embeddings, tokens as channels):
+    every position stays, dropped ones carry no content. A text input is never dropped.
+    """
+    if drop_rate <= 0.0:
+        return batch
+    kept = torch.rand(batch.positions.shape, generator=generator) >= drop_rate
+    scale = kept.float() / (1.0 - drop_rate)
+    return replace(batch, scale=scale.to(batch.positions.device))
+
+
+def input_dropout(
+    batch: TokenBatch, drop_rate: float, replay_mode: str, generator: torch.Generator
+) -> TokenBatch:
+    """Random input dropout of new data as the replay mode feeds partial inputs."""
+    if replay_mode == "zero":
+        return channel_dropout(batch, drop_rate, generator)
+    return drop_tokens(batch, drop_rate, generator)
+
+
 def as_fed(batch: TokenBatch, replay_mode: str, tokens: int) -> TokenBatch:
     """How a (possibly partial) batch enters the model under the replay mode."""
-    return fill_masked(batch, tokens) if replay_mode == "mask" else batch
+    return batch if replay_mode == "drop" else fill_masked(batch, tokens)
 
 
 def train_experience(
@@ -99,7 +118,7 @@ def train_experience(
         losses = []
         for start in range(0, n, settings.batch_size):
             index = order[start : start + settings.batch_size]
-            batch = drop_tokens(data.take(index), settings.input_dropout, generator)
+            batch = input_dropout(data.take(index), settings.input_dropout, settings.replay_mode, generator)
             batch = as_fed(batch, settings.replay_mode, tokens)
             loss = model.loss(batch.to(device), targets[index].to(device))
             if replay is not None:

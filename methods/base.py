@@ -20,12 +20,13 @@ class SelectorBase:
     trains_jointly: ClassVar[bool] = False
 
 
-def per_class_budgets(labels: np.ndarray, budget: int) -> dict[int, int]:
+def per_class_budgets(labels: np.ndarray, budget: int, tie_order: np.ndarray | None = None) -> dict[int, int]:
     """Split ``budget`` over classes in proportion to class size; total exactly min(budget, n).
 
     Floors first, then the remainder one each to the classes with the largest
-    fractional share (ties: larger class, then smaller label), never more than
-    a class holds.
+    fractional share (ties: larger class, then earlier in ``tie_order``, the
+    pool's seeded class order; without one, smaller label), never more than a
+    class holds.
     """
     classes, counts = np.unique(labels, return_counts=True)
     n = int(counts.sum())
@@ -35,7 +36,12 @@ def per_class_budgets(labels: np.ndarray, budget: int) -> dict[int, int]:
     exact = counts * total / n
     shares = np.minimum(np.floor(exact).astype(np.int64), counts)
     remainder = total - int(shares.sum())
-    order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - shares[i]), -counts[i], classes[i]))
+    rank = {int(c): i for i, c in enumerate(classes if tie_order is None else tie_order)}
+    if len(rank) != len(classes) or any(int(c) not in rank for c in classes):
+        raise ValueError("tie_order must list every class of the labels once")
+    order = sorted(
+        range(len(classes)), key=lambda i: (-(exact[i] - shares[i]), -counts[i], rank[int(classes[i])])
+    )
     while remainder > 0:
         for i in order:
             if remainder == 0:

@@ -95,14 +95,15 @@ def _require_grads(pool: SamplePool, method: str) -> np.ndarray:
 
 
 def _per_class(
-    labels: np.ndarray,
+    pool: SamplePool,
     budget: int,
     choose: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
 ) -> Selection:
     """Run ``choose(members, k_c)`` for each class (sorted labels) and concatenate the selections."""
+    labels = np.asarray(pool.labels)
     indices: list[np.ndarray] = []
     weights: list[np.ndarray] = []
-    for label, class_budget in sorted(per_class_budgets(labels, budget).items()):
+    for label, class_budget in sorted(per_class_budgets(labels, budget, pool.tie_order).items()):
         if class_budget == 0:
             continue
         members = np.flatnonzero(labels == label)
@@ -168,7 +169,7 @@ class Herding(SelectorBase):
         def choose(members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             return _herding_order(unit[members], k), np.ones(k, dtype=np.float32)
 
-        return _per_class(np.asarray(pool.labels), budget, choose)
+        return _per_class(pool, budget, choose)
 
 
 # --------------------------------------------------------------------------- k-center
@@ -450,7 +451,7 @@ class Craig(SelectorBase):
             chosen = np.asarray(_lazy_greedy_facility_location(rows, k), dtype=np.int64)
             return chosen, _craig_weights(class_grads, chosen)
 
-        return _per_class(np.asarray(pool.labels), budget, choose)
+        return _per_class(pool, budget, choose)
 
 
 # --------------------------------------------------------------------------- GradMatch (NN-OMP)
@@ -645,7 +646,7 @@ class GradMatch(SelectorBase):
                 weights = np.concatenate([weights, np.ones(missing)])
             return chosen, weights.astype(np.float32)
 
-        return _per_class(np.asarray(pool.labels), budget, choose)
+        return _per_class(pool, budget, choose)
 
 
 # --------------------------------------------------------------------------- OCS

@@ -108,7 +108,7 @@ class TokenGreedy(SelectorBase):
         assert pool.grads is not None
         importance = importance_from_grads(pool.grads)
         chosen = []
-        for label, share in per_class_budgets(pool.labels, budget).items():
+        for label, share in per_class_budgets(pool.labels, budget, pool.tie_order).items():
             members = np.flatnonzero(pool.labels == label)
             ranked = members[np.lexsort((members, -importance[members]))]
             chosen.append(ranked[:share])

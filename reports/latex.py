@@ -22,7 +22,7 @@ import pandas as pd
 from benchmark.config import AUTO
 from reports.leaderboard import (
     BOUND_ORDER,
-    LEARNED_THRESHOLD,
+    NOT_LEARNED_NOTE,
     Markup,
     best_final_mask,
     format_mean_rank,
@@ -196,10 +196,7 @@ def _task_pivot(board: pd.DataFrame, task: str, provenance: str) -> list[str]:
         f"{seeds} seed{'s' if seeds != 1 else ''}; bold: best at that retention (bounds excluded)."
     )
     if not rows["learned"].all():
-        notes += (
-            rf" $^\dagger$ A seed's diagonal mean $<$ {LEARNED_THRESHOLD:g}: the model did not learn every "
-            "task."
-        )
+        notes += r" $^\dagger$ " + escape_latex(NOT_LEARNED_NOTE[0].upper() + NOT_LEARNED_NOTE[1:])
     notes += "".join(" " + escape_latex(note) for note in metric_notes(rows))
     spec = LABEL_COLUMN + "r" * max(len(retentions), 1)
     return _table(body, header, spec, notes, f"tab:accuracy-{_label_slug(task)}", provenance)

@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.config import AUTO, LATER_TASK_PARAMS, LATER_TRAIN_FIELDS
+from benchmark.config import (
+    AUTO,
+    LATER_CELL_FIELDS,
+    LATER_TASK_PARAMS,
+    LATER_TRAIN_FIELDS,
+    CellConfig,
+    TrainConfig,
+)
+from benchmark.grid import STREAM_SEED_PARAMS
+from benchmark.learner import input_dropout_for
 from benchmark.results import FAILED, FINISHED, CellResult
 
 Record = dict[str, Any]
@@ -36,6 +45,7 @@ ACCURACY = "accuracy"
 ATTRIBUTION_PREFIX = "attribution."
 TRAIN_PREFIX = "train."
 AUTO_SUFFIX = " [t=auto]"
+SEED_DRAWN = "seed"  # a task parameter drawn from the cell's seed (data_seed, class_order_seed)
 # [train] settings that change what is measured or where, not what is learned: not regime axes.
 MEASUREMENT_ONLY = frozenset({"train.partial_inputs", "train.eval_batch_size", "train.device"})
 
@@ -48,6 +58,9 @@ COLUMNS: dict[str, str] = {
     "grid": "str",
     "task": "str",
     "task_params": "object",  # dict, as recorded (the task's constructor parameters)
+    # dict: the task parameters that define the setting, those drawn from the seed (stream seeds) as
+    # SEED_DRAWN, so that the cells of one setting differ only in their seed
+    "setting_params": "object",
     "method": "str",
     "sample_selector": "str",
     "token_selector": "object",  # str, or None for a coreset or a bound
@@ -56,6 +69,8 @@ COLUMNS: dict[str, str] = {
     "retention": "float64",  # NaN for the bounds
     "token_fraction": "object",  # float in (0, 1], or AUTO
     "seed": "int64",
+    "protocol": "int64",  # the evaluation protocol (README, "The protocol"); 1 for records before it
+    "tune": "object",  # dict: [tune] train field → candidates ({}: none)
     "kind": "str",  # BOUND, CORESET or TOKENSET
     "task_label": "str",  # the task, plus the task parameters that vary among its finished cells
     "method_label": "str",  # the method, plus selector and [train] settings that vary; " [t=auto]"
@@ -149,12 +164,44 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _regime(task: str, retention: float | None, task_params: Record, train: Record) -> tuple:
-    """The regime axes in a fixed order: task, retention, task parameters, ``train.<setting>``."""
-    axes: dict[str, Any] = {"task": task, "retention": retention}
+def _regime(row: Record) -> tuple:
+    """The regime axes in a fixed order: task, retention, task parameters (those added later at their
+    older value, those drawn from the seed as ``SEED_DRAWN``), ``protocol``, ``train.<setting>``,
+    ``tune``."""
+    task_params = {**LATER_TASK_PARAMS, **row["setting_params"]}
+    axes: dict[str, Any] = {
+        "task": row["task"],
+        "retention": None if math.isnan(row["retention"]) else row["retention"],
+    }
     axes.update({key: _hashable(task_params[key]) for key in sorted(task_params)})
-    axes.update({f"{TRAIN_PREFIX}{key}": _hashable(train[key]) for key in sorted(train)})
+    axes["protocol"] = row["protocol"]
+    axes.update({key: _hashable(row[key]) for key in sorted(row) if key.startswith(TRAIN_PREFIX)})
+    axes["tune"] = _hashable(row["tune"])
     return tuple((axis, value) for axis, value in axes.items() if axis not in MEASUREMENT_ONLY)
+
+
+def _seed_drawn(rows: Sequence[Record]) -> set[tuple[str, int]]:
+    """The (task, protocol) groups whose cells all drew their stream from their seed: every
+    ``STREAM_SEED_PARAMS`` parameter a cell has equals its seed (``stream_seeds = true``)."""
+    groups: dict[tuple[str, int], bool] = {}
+    for row in rows:
+        params = [row["task_params"][key] for key in STREAM_SEED_PARAMS if key in row["task_params"]]
+        drawn = bool(params) and all(value == row["seed"] for value in params)
+        key = (row["task"], row["protocol"])
+        groups[key] = groups.get(key, True) and drawn
+    return {key for key, drawn in groups.items() if drawn}
+
+
+def _settings(rows: list[Record]) -> None:
+    """``setting_params`` and ``regime`` of each row: a parameter drawn from the seed is part of the
+    repetition, not of the setting, so cells of one setting differ only in their seed."""
+    drawn = _seed_drawn(rows)
+    for row in rows:
+        params = dict(row["task_params"])
+        if (row["task"], row["protocol"]) in drawn:
+            params.update({key: SEED_DRAWN for key in STREAM_SEED_PARAMS if key in params})
+        row["setting_params"] = params
+        row["regime"] = _regime(row)
 
 
 def _row(record: Record) -> Record:
@@ -183,7 +230,8 @@ def _row(record: Record) -> Record:
         else float(config.get("token_fraction", 1.0)),
         "seed": int(config.get("seed", 0)),
         "kind": _kind(config),
-        "regime": _regime(config["task"], retention, {**LATER_TASK_PARAMS, **task_params}, train),
+        "protocol": int(config.get("protocol", LATER_CELL_FIELDS["protocol"])),
+        "tune": dict(config.get("tune") or {}),
         "metric": result.metric or ACCURACY,
         "final_average_accuracy": _float(result.final_average_accuracy),
         "average_forgetting": _float(result.average_forgetting),
@@ -240,7 +288,14 @@ def _selector_params(row: pd.Series) -> Record:
 
 
 def _method_params(row: pd.Series, train_columns: Sequence[str]) -> Record:
-    return {**_selector_params(row), **{column: row[column] for column in train_columns}}
+    """Everything but the task that a leaderboard row holds fixed: selector parameters, ``[train]``
+    settings, the protocol and the ``[tune]`` search."""
+    return {
+        **_selector_params(row),
+        **{column: row[column] for column in train_columns},
+        "protocol": row["protocol"],
+        "tune": row["tune"],
+    }
 
 
 def _labels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -249,7 +304,7 @@ def _labels(frame: pd.DataFrame) -> pd.DataFrame:
     train_columns = [column for column in frame.columns if column.startswith(TRAIN_PREFIX)]
     finished = frame[frame["status"] == FINISHED]
     task_keys = {
-        task: varying_keys(group["task_params"]) for task, group in finished.groupby("task", sort=False)
+        task: varying_keys(group["setting_params"]) for task, group in finished.groupby("task", sort=False)
     }
     method_keys, selector_keys = {}, {}
     for method, group in finished.groupby("method", sort=False):
@@ -259,7 +314,7 @@ def _labels(frame: pd.DataFrame) -> pd.DataFrame:
     for _, row in frame.iterrows():
         plain = row["status"] != FINISHED
         task_labels.append(
-            row["task"] if plain else _label(row["task"], row["task_params"], task_keys[row["task"]])
+            row["task"] if plain else _label(row["task"], row["setting_params"], task_keys[row["task"]])
         )
         if plain:
             method_labels.append(row["method"])
@@ -283,6 +338,7 @@ def cell_frame(records: Iterable[Record]) -> pd.DataFrame:
     token fraction, seed, hash), so the frame does not depend on the order records were read in.
     """
     rows = [_row(record) for record in unique_records(records)]
+    _settings(rows)
     extra = sorted({key for row in rows for key in row} - set(COLUMNS))
     attribution = [key for key in extra if key.startswith(ATTRIBUTION_PREFIX)]
     train = [key for key in extra if key.startswith(TRAIN_PREFIX)]
@@ -336,27 +392,61 @@ def regime_dict(regime: tuple) -> dict[str, Any]:
 
 # --- coresets standing in for regimes they did not run in ------------------------------------------------
 
-# A coreset stores whole samples and replays them whole, and its input dropout defaults to 0: the replay
-# mode never changes what it feeds the model, and an input dropout of 0 set by hand is its default. So a
-# coreset cell also stands in the regimes that differ from its own only in these settings (regimes.toml
-# does not rerun coresets under replay = "mask"; vqa.toml's variant sets input_dropout = 0 for core
-# tokensets only). Per axis: the values that are the same for a coreset.
-CORESET_EQUIVALENT_VALUES: dict[str, Any] = {"train.replay": None, "train.input_dropout": (None, 0.0)}
+# A coreset stores whole samples and replays them whole. Trained without input dropout, the replay mode
+# (how dropped tokens are fed) never changes what it feeds the model, and an input dropout that resolves
+# to 0 is the same as 0 set by hand. So such a coreset cell also stands in the regimes that differ from
+# its own only in these settings (regimes.toml does not rerun coresets under replay = "mask"; vqa.toml's
+# variant sets input_dropout = 0 for core tokensets only). The engine decides what a setting resolves to
+# (``benchmark.learner.input_dropout_for``: protocol 1 gives coresets 0, protocol 2 every method its
+# default); a coreset whose input dropout is tuned stands in for nothing.
+REPLAY_AXIS, DROPOUT_AXIS = "train.replay", "train.input_dropout"
 
 
-def _equivalent_values(axis: str, value: Any, present: set[Any]) -> list[Any]:
-    same = CORESET_EQUIVALENT_VALUES[axis]
-    if same is None:  # every value present
-        return sorted(present, key=str)
-    return [other for other in same if other in present] if value in same else [value]
+def _coreset_input_dropout(protocol: int, setting: Any) -> float:
+    """The input dropout a coreset trains with at this ``[train] input_dropout`` setting."""
+    config = CellConfig(
+        grid="",
+        task="",
+        task_params={},
+        method="random",
+        sample_selector="random",
+        token_selector=None,
+        selector_params={},
+        token_selector_params={},
+        retention=0.1,
+        token_fraction=1.0,
+        seed=0,
+        train=TrainConfig(input_dropout=None if _missing(setting) else float(setting)),
+        protocol=protocol,
+    )
+    return input_dropout_for(config)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _stand_in_values(row: pd.Series, present: dict[str, set[Any]]) -> list[list[tuple[str, Any]]]:
+    """Per axis a coreset cell may stand in, the (axis, value) of the regimes it stands in."""
+    axes = dict(row["regime"])
+    if "input_dropout" in row["tune"] or DROPOUT_AXIS not in axes:
+        return []
+    if _coreset_input_dropout(row["protocol"], axes[DROPOUT_AXIS]) != 0.0:
+        return []
+    dropouts = [v for v in present[DROPOUT_AXIS] if _coreset_input_dropout(row["protocol"], v) == 0.0]
+    choices = [[(DROPOUT_AXIS, value) for value in sorted(dropouts, key=str)]]
+    if REPLAY_AXIS in axes:
+        choices.append([(REPLAY_AXIS, value) for value in sorted(present[REPLAY_AXIS], key=str)])
+    return choices
 
 
 def with_coreset_stand_ins(cells: pd.DataFrame) -> pd.DataFrame:
-    """The finished cells, plus a copy of each coreset cell in every regime it stands in
-    (``CORESET_EQUIVALENT_VALUES``) where that coreset (same ``selector_label``) did not run with
-    that seed; the copies have ``stand_in`` True."""
+    """The finished cells, plus a copy of each coreset cell trained without input dropout in every regime
+    that differs from its own only in the replay mode or in an input-dropout setting that also resolves
+    to 0, where that coreset (same ``selector_label``) did not run with that seed; the copies have
+    ``stand_in`` True."""
     finished = finished_cells(cells).assign(stand_in=False)
-    present: dict[str, set[Any]] = {axis: set() for axis in CORESET_EQUIVALENT_VALUES}
+    present: dict[str, set[Any]] = {REPLAY_AXIS: set(), DROPOUT_AXIS: set()}
     for regime in finished["regime"]:
         for axis, value in regime:
             if axis in present:
@@ -365,13 +455,7 @@ def with_coreset_stand_ins(cells: pd.DataFrame) -> pd.DataFrame:
     ran = set(zip(coresets["regime"], coresets["selector_label"], coresets["seed"], strict=True))
     copies = []
     for index, row in coresets.iterrows():
-        axes = dict(row["regime"])
-        choices = [
-            [(axis, other) for other in _equivalent_values(axis, axes[axis], present[axis])]
-            for axis in CORESET_EQUIVALENT_VALUES
-            if axis in axes
-        ]
-        for moves in itertools.product(*choices):
+        for moves in itertools.product(*_stand_in_values(row, present)):
             moved = tuple((axis, dict(moves).get(axis, value)) for axis, value in row["regime"])
             if (moved, row["selector_label"], row["seed"]) in ran:
                 continue

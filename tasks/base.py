@@ -28,6 +28,15 @@ def pixel_mask_to_patches(masks: np.ndarray, patch_size: int, min_fraction: floa
     return relevant.reshape(n, -1)
 
 
+def class_order(classes: int, class_order_seed: int | None) -> list[int]:
+    """The order in which classes form the tasks: 0, 1, … without a seed, else a permutation drawn by it."""
+    if class_order_seed is None:
+        return list(range(classes))
+    if isinstance(class_order_seed, bool) or not isinstance(class_order_seed, int) or class_order_seed < 0:
+        raise ValueError(f"class_order_seed must be a non-negative integer or None, got {class_order_seed!r}")
+    return [int(c) for c in np.random.default_rng([class_order_seed, 1]).permutation(classes)]
+
+
 def check_boundary_overlap(boundary_overlap: float) -> None:
     """A one-line ``ValueError`` unless ``boundary_overlap`` is in [0, 1)."""
     if not 0.0 <= boundary_overlap < 1.0:

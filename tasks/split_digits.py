@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from benchmark import registry
 from benchmark.contracts import BackboneSpec, TaskStream
 from benchmark.splits import stratified_split
-from tasks.base import check_boundary_overlap, class_incremental
+from tasks.base import check_boundary_overlap, class_incremental, class_order
 
 
 @registry.register("task", "split-digits")
@@ -16,7 +16,9 @@ class SplitDigits:
     """scikit-learn's 8×8 digits (shipped, no download), 5 tasks of 2 classes, patch 2 (16 tokens).
 
     ``boundary_overlap``: the fraction of each task's training data drawn from the next task's
-    classes (``tasks.base.blur_boundaries``; 0: sharp boundaries).
+    classes (``tasks.base.blur_boundaries``; 0: sharp boundaries). ``class_order_seed`` draws the
+    order in which classes form the tasks (None: 0, 1, …); a grid with ``stream_seeds = true`` sets it
+    and ``data_seed`` to each cell's seed.
     """
 
     def __init__(
@@ -27,12 +29,14 @@ class SplitDigits:
         data_seed: int = 0,
         epochs: int = 10,
         boundary_overlap: float = 0.0,
+        class_order_seed: int | None = None,
     ) -> None:
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if 8 % patch_size:
             raise ValueError(f"patch_size must divide 8, got {patch_size}")
         check_boundary_overlap(boundary_overlap)
+        self.order = class_order(10, class_order_seed)
         self.test_fraction = test_fraction
         self.patch_size = patch_size
         self.data_seed = data_seed
@@ -51,7 +55,7 @@ class SplitDigits:
             labels,
             train_index,
             test_index,
-            list(range(10)),
+            self.order,
             2,
             boundary_overlap=self.boundary_overlap,
             rng=rng,

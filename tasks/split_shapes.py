@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmark import registry
 from benchmark.contracts import BackboneSpec, TaskStream
-from tasks.base import check_boundary_overlap, class_incremental, pixel_mask_to_patches
+from tasks.base import check_boundary_overlap, class_incremental, class_order, pixel_mask_to_patches
 from tasks.procedural import TASK_SHAPE_CLASSES, render_shapes
 
 
@@ -18,6 +18,8 @@ class SplitShapes:
     prototypes of distinct rotation, size, aspect and shade), ``object_scale`` the object's diameter
     as a fraction of the image side, ``boundary_overlap`` the fraction of each task's training data
     drawn from the next task's classes (``tasks.base.blur_boundaries``; 0: sharp boundaries).
+    ``class_order_seed`` draws the order in which classes form the tasks (None: 0, 1, …); a grid with
+    ``stream_seeds = true`` sets it and ``data_seed`` to each cell's seed.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class SplitShapes:
         data_seed: int = 0,
         epochs: int = 3,
         boundary_overlap: float = 0.0,
+        class_order_seed: int | None = None,
     ) -> None:
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -45,6 +48,7 @@ class SplitShapes:
         if train_per_class < 1 or test_per_class < 1:
             raise ValueError("train_per_class and test_per_class must be at least 1")
         check_boundary_overlap(boundary_overlap)
+        self.order = class_order(len(TASK_SHAPE_CLASSES), class_order_seed)
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
         self.image_size = image_size
@@ -80,7 +84,7 @@ class SplitShapes:
             labels,
             train_index,
             test_index,
-            list(range(len(TASK_SHAPE_CLASSES))),
+            self.order,
             self.classes_per_task,
             masks,
             boundary_overlap=self.boundary_overlap,

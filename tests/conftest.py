@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,30 @@ def write_cifar_fixture(root: Path, classes: int = 20, per_class: int = 3) -> Pa
         with (folder / split).open("wb") as stream:
             pickle.dump({b"data": data, b"fine_labels": labels, b"filenames": [b"x"] * len(labels)}, stream)
     return folder
+
+
+def clone_working_tree(destination: Path) -> None:
+    """A ``git clone`` of this checkout with its uncommitted changes committed in the clone, so the
+    test runs the code as it is on disk."""
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(destination)], check=True)
+    diff = subprocess.run(
+        ["git", "diff", "HEAD", "--binary"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    if diff:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=destination, input=diff, check=True)
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, untracked):
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((REPO_ROOT / name).read_bytes())
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["git", *identity, "add", "-A"], cwd=destination, check=True)
+    subprocess.run(
+        ["git", *identity, "commit", "-q", "--allow-empty", "-m", "working tree"], cwd=destination, check=True
+    )

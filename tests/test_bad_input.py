@@ -37,7 +37,7 @@ CASES = [
     ),
     (GOOD_NAMED.replace("seeds = [0]", "seeds = []"), [], "'seeds' is empty"),
     (GOOD_NAMED.replace('["random"]', '["random", "random"]'), [], "lists 'random' twice"),
-    (GOOD_NAMED + "[train]\nreplay = 'zero'\n", [], "replay must be 'drop' or 'mask', got 'zero'"),
+    (GOOD_NAMED + "[train]\nreplay = 'fill'\n", [], "replay must be one of drop, mask, zero, got 'fill'"),
     (
         GOOD_NAMED.replace('["random"]', '["random+random"]') + "token_fraction = [0]\n",
         [],

@@ -9,17 +9,20 @@ import torch
 from benchmark import registry
 from benchmark.caption_metrics import ALL_METRICS, tokenize
 from benchmark.captioner import CaptionModel
-from benchmark.cell import TaskCache, build_learner, create_entries, run_cell, store_task_memory, to_tensors
+from benchmark.cell import run_cell
+from benchmark.cell_data import to_tensors
 from benchmark.config import CellConfig, TrainConfig
 from benchmark.contracts import TokenBatch, TokenInputs, full_positions, patchify
 from benchmark.errors import UserError
 from benchmark.gallery import GallerySource, compute_gallery
 from benchmark.grid import load_grid
+from benchmark.learner import TaskCache, build_learner, create_entries
 from benchmark.memory import MemoryBuffer, kept_token_count
 from benchmark.objectives import Captioning, EvalSet
 from benchmark.preflight import preflight
 from benchmark.pretrain import WEIGHTS_DIR, default_recipe, load_backbone_weights
 from benchmark.results import FINISHED, CellResult
+from benchmark.task_memory import store_task_memory
 from methods.attribution import gradients_and_lrp
 from reports.gallery import draw_gallery
 from tasks.procedural import COLOURS
@@ -225,7 +228,7 @@ def test_every_selector_stores_a_caption_tasks_memory(stream, method: str) -> No
     learner = build_learner(config, entries, WEIGHTS_DIR)
     memory = MemoryBuffer(stream.tokens)
     for index in range(2):  # the second task's selection sees the first's memory (OCS, drawn from it)
-        current = to_tensors(stream.experiences[index], stream.backbone.patch_size)
+        current, _ = to_tensors(stream.experiences[index], stream.backbone.patch_size)
         store_task_memory(learner, entries, memory, current, index, config)
     assert len(memory.entries) == 2 and all(len(entry) > 0 for entry in memory.entries)
     assert memory.bytes_used <= memory.bytes_allowed

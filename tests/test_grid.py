@@ -169,9 +169,9 @@ def test_a_bad_variant_is_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
         'tasks = ["split-shapes"]\nmethods = ["random"]\nretention = [0.1]\nseeds = [0]\n'
-        '[[variant]]\ntrain = { replay = "zero" }\n'
+        '[[variant]]\ntrain = { replay = "fill" }\n'
     )
-    with pytest.raises(UserError, match=r"variant 1: .*replay must be 'drop' or 'mask'"):
+    with pytest.raises(UserError, match=r"variant 1: .*replay must be one of drop, mask, zero"):
         load_grid(path)
 
 

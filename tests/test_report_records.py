@@ -19,6 +19,9 @@ from tests.test_reports import FAILED_CELL, SEEDS, failed_cell, finished_cell, s
 
 REPORTS = REPO_ROOT / "reports"
 RECORD_ONLY_KEYS = frozenset({"config", "provenance"})  # keys of a record dict that no frame column has
+# reports/reproduction.py (branch repro) compares a fresh record with its committed one, key by key, by
+# hash: it reads records, not results, and is left to its owner.
+READS_RECORDS = frozenset({"records.py", "reproduction.py"})
 
 
 def test_declared_columns_and_dtypes() -> None:
@@ -86,7 +89,7 @@ def _string_keys(tree: ast.AST) -> set[str]:
 @pytest.mark.parametrize("path", sorted(REPORTS.glob("*.py")), ids=lambda path: path.name)
 def test_only_the_records_module_reads_records(path: Path) -> None:
     tree = ast.parse(path.read_text())
-    if path.name == "records.py":
+    if path.name in READS_RECORDS:
         return
     assert not _string_keys(tree) & RECORD_ONLY_KEYS, "reads a record by key: use reports.records.cell_frame"
     imported = {
@@ -103,3 +106,33 @@ def test_only_the_records_module_reads_records(path: Path) -> None:
     assert imported <= allowed
     constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
     assert AUTO not in constants, "use benchmark.config.AUTO through reports.records"
+
+
+def stream_record(method: str, retention: float, seed: int, accuracy: float, protocol: int = 2, **extra):
+    """A protocol-2 record whose seed also drew the data and the class order (``stream_seeds``)."""
+    item = record(method, retention, seed, accuracy, **extra)
+    item["config"]["task_params"].update(data_seed=seed, class_order_seed=seed)
+    item["config"]["protocol"] = protocol
+    item["config"]["tune"] = {}
+    item["config_hash"] = f"{item['config_hash']}-p{protocol}"
+    return item
+
+
+def test_stream_seeds_are_the_repetition_and_protocols_are_never_pooled() -> None:
+    records = [stream_record("random", 0.1, seed, 0.6 + 0.01 * seed) for seed in range(4)]
+    records += [
+        stream_record("random+gradlrp", 0.1, seed, 0.62 + 0.01 * seed, token_fraction=0.25)
+        for seed in range(4)
+    ]
+    records += [record("random", 0.1, seed, 0.5) for seed in range(3)]  # protocol 1, fixed stream
+    cells = cell_frame(records)
+    stream = cells[cells["protocol"] == 2]
+    assert set(map(str, stream["setting_params"].map(lambda p: p["data_seed"]))) == {"seed"}
+    assert stream["task_params"].map(lambda p: p["data_seed"]).tolist() == stream["seed"].tolist()
+    assert stream.groupby("kind")["regime"].nunique().eq(1).all()  # one setting, four seeds
+    board = leaderboard_frame(cells)
+    random_rows = board[board["method"].str.startswith("random[")]
+    assert sorted(random_rows["seeds"]) == [3, 4]  # protocol 1 and 2 are different rows
+    assert all("protocol=" in label for label in random_rows["method"])
+    tokenset = board[board["kind"] == "core tokenset"].iloc[0]
+    assert tokenset["paired_seeds"] == 4 and tokenset["difference_mean"] == pytest.approx(0.02)

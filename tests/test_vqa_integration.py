@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import benchmark.cell
+import benchmark.learner
 from benchmark import registry
-from benchmark.cell import TaskCache, run_cell
+from benchmark.cell import run_cell
 from benchmark.config import CellConfig, TrainConfig
 from benchmark.contracts import patchify
+from benchmark.learner import TaskCache
 from benchmark.results import FINISHED
 from tasks.vqa_scenes import QUESTION_LENGTH
 from tests.conftest import every_memory_method
@@ -55,13 +56,13 @@ def run_capturing_replay(
 ) -> tuple[Any, list[Any]]:
     """Run a cell; return its record and the replay memory handed to each task's training."""
     replays: list[Any] = []
-    train = benchmark.cell.train_experience
+    train = benchmark.learner.train_experience
 
     def spy(model: Any, optimizer: Any, data: Any, targets: Any, replay: Any, *rest: Any, **kw: Any) -> float:
         replays.append(replay)
         return train(model, optimizer, data, targets, replay, *rest, **kw)
 
-    monkeypatch.setattr(benchmark.cell, "train_experience", spy)
+    monkeypatch.setattr(benchmark.learner, "train_experience", spy)
     return run_cell(config, "test", cache), replays
 
 
