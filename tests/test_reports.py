@@ -518,7 +518,7 @@ def test_dagger_marks_a_row_whose_mean_diagonal_passes_when_one_seed_does_not() 
     records = [finished_cell("split_shapes", "random", 0.05, seed) for seed in SEEDS]
     records[1]["accuracy_matrix"][1][1] = 0.73  # seed 1's diagonal mean: (0.97 + 0.73 + 0.97) / 3 = 0.89
     records[1]["diagonal_mean"] = float(np.mean(np.diag(np.asarray(records[1]["accuracy_matrix"]))))
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     assert frame["diagonal_mean"].item() > 0.9 and not frame["learned"].item()
     markdown = leaderboard_markdown(frame, "caption")
     assert any("†" in " ".join(row) for row in markdown_rows(markdown))
