@@ -55,6 +55,13 @@ NOT_LEARNED_NOTE = (
     "some seed's diagonal mean (accuracy on each task right after training it) is below "
     f"{LEARNED_THRESHOLD}: in that run the model did not learn every task; compare with care."
 )
+# The coverage mark: some seed's memory kept no sample of some class of a task (``coverage`` < 1, from
+# the record's classes_per_task and classes_covered_per_task; protocol 2 records only).
+COVERAGE_NOTE = (
+    "memory missed a class: in some seed, some task's memory kept no sample of one of its classes (it "
+    "holds fewer samples than the task has classes, or its selector left a class out); part of this "
+    "row's gap is class coverage."
+)
 MISSING = "–"
 
 
@@ -128,6 +135,7 @@ def _group_row(group: pd.DataFrame, attribution: Sequence[str]) -> Row:
         "metric": metric,
         "bytes_used_mean": float(group["bytes_used"].mean()),
         "bytes_allowed": float(group["bytes_allowed"].mean()),
+        "coverage_min": _min_or_nan(group["coverage"]),
     }
     for name in attribution:
         row[f"{ATTRIBUTION_PREFIX}{name}_mean"] = mean_or_nan(
@@ -138,6 +146,16 @@ def _group_row(group: pd.DataFrame, attribution: Sequence[str]) -> Row:
     row["commits"] = _joined(group["commit"])
     row["config_hashes"] = _joined(group["config_hash"])
     return row
+
+
+def _min_or_nan(values: pd.Series) -> float:
+    known = values.dropna()
+    return float(known.min()) if len(known) else math.nan
+
+
+def coverage_short(frame: pd.DataFrame) -> pd.Series:
+    """True for rows whose memory, in some seed, kept no sample of some class of a task."""
+    return frame["coverage_min"].lt(1.0)
 
 
 def leaderboard_frame(cells: pd.DataFrame, margin: float = DEFAULT_EQUIVALENCE_MARGIN) -> pd.DataFrame:
@@ -242,6 +260,7 @@ def _frame_columns(attribution: Sequence[str]) -> list[str]:
         "learned",
         "bytes_used_mean",
         "bytes_allowed",
+        "coverage_min",  # min over seeds of records.cell_frame's coverage; NaN without class counts
         *(f"{ATTRIBUTION_PREFIX}{name}_mean" for name in attribution),
         "grid",
         "seed_values",
@@ -306,6 +325,7 @@ class Markup:
     bold: Callable[[str], str]
     escape: Callable[[str], str]
     dagger: str
+    coverage_mark: str  # after a final accuracy whose memory missed a class (``COVERAGE_NOTE``)
     plus_minus: str
     percent: str
     missing: str
@@ -315,6 +335,7 @@ MARKDOWN = Markup(
     bold=lambda text: f"**{text}**",
     escape=lambda text: text.replace("|", "\\|"),
     dagger=" †",
+    coverage_mark=" ‡",
     plus_minus="±",
     percent="%",
     missing=MISSING,
@@ -383,6 +404,7 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
     )
     final = markup.bold(final) if is_best else final
     final += "" if row["learned"] else markup.dagger
+    final += markup.coverage_mark if row["coverage_min"] < 1.0 else ""
     stored = row["kind"] != BOUND
     compared = row["reference"] is not None
     return [
@@ -479,6 +501,8 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     ]
     if not frame["learned"].all():
         notes.append(f"† {NOT_LEARNED_NOTE}")
+    if coverage_short(frame).any():
+        notes.append(f"‡ {COVERAGE_NOTE}")
     notes += metric_notes(frame)
     overall = tabulate(
         overall_rank_rows(frame, MARKDOWN),

@@ -88,6 +88,13 @@ COLUMNS: dict[str, str] = {
     "bytes_allowed": "float64",
     "token_fraction_per_task": "object",  # list of the t used per task (None where it varies)
     "partial_input_accuracy": "object",  # {ranking: {t: matrix}} or None
+    # protocol 2: final average accuracy on the tasks' validation slices (of the [tune] candidate
+    # chosen); NaN for records without a validation slice (protocol 1)
+    "validation_final_accuracy": "float64",
+    # min over the tasks that store memory of classes covered / classes of the task; NaN without counts
+    "coverage": "float64",
+    # the shortcut diagnostics after the last task (benchmark.diagnostics.shortcut_row), or None
+    "shortcut_final": "object",
     "commit": "str",
     "device": "str",
     "versions": "object",  # dict: package → version
@@ -150,6 +157,13 @@ def _diagonal_mean(result: CellResult, matrix: np.ndarray) -> float:
         return float(result.diagonal_mean)
     diagonal = [matrix[i, i] for i in range(min(matrix.shape))] if matrix.ndim == 2 else []
     return float(np.mean(diagonal)) if diagonal else math.nan
+
+
+def _coverage(classes: Sequence[int] | None, covered: Sequence[int] | None) -> float:
+    """The smallest share of a task's classes that its memory keeps a sample of; NaN without counts
+    (protocol 1 records, the bounds, which store nothing)."""
+    pairs = [(int(n), int(k)) for n, k in zip(classes or [], covered or [], strict=True) if int(n) > 0]
+    return min(k / n for n, k in pairs) if pairs else math.nan
 
 
 def _kind(config: Record) -> str:
@@ -242,6 +256,9 @@ def _row(record: Record) -> Record:
         "bytes_allowed": _float(result.bytes_allowed),
         "token_fraction_per_task": list(result.token_fraction_per_task or []),
         "partial_input_accuracy": result.partial_input_accuracy,
+        "validation_final_accuracy": _float(result.validation_final_accuracy),
+        "coverage": _coverage(result.classes_per_task, result.classes_covered_per_task),
+        "shortcut_final": dict(result.shortcut[-1]) if result.shortcut else None,
         "commit": str(provenance.get("commit") or ""),
         "device": str(provenance.get("device") or ""),
         "versions": dict(provenance.get("versions") or {}),

@@ -26,8 +26,10 @@ from benchmark.errors import UserError
 from benchmark.results import write_text_atomic
 from reports.leaderboard import (
     ATTRIBUTION_PREFIX,
+    COVERAGE_NOTE,
     NOT_LEARNED_NOTE,
     Markup,
+    coverage_short,
     display_rows,
     statistics_note,
     table_headers,
@@ -40,6 +42,7 @@ HTML_MARKUP = Markup(
     bold=lambda text: f"<strong>{text}</strong>",
     escape=html.escape,
     dagger=' <span class="dagger" title="did not learn every task">†</span>',
+    coverage_mark=' <span class="coverage" title="memory missed a class of some task">‡</span>',
     plus_minus="±",
     percent="%",
     missing="–",
@@ -115,6 +118,7 @@ th.text, td.text { text-align: left; }
 #leaderboard tr.bound td { color: #666; }
 #leaderboard tr.hidden { display: none; }
 .dagger { color: #b00; }
+.coverage { color: #a60; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 660px; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figure.wide { max-width: 100%; }
@@ -329,6 +333,8 @@ def render_site(
     ]
     if not frame["learned"].all():
         table_notes.append(f"† {NOT_LEARNED_NOTE}")
+    if coverage_short(frame).any():
+        table_notes.append(f"‡ {COVERAGE_NOTE}")
     if failed_count:
         table_notes.append(f"{failed_count} cell(s) failed: see failed.md.")
     downloads = " · ".join(
