@@ -31,6 +31,7 @@ from reports.leaderboard import (
 )
 from reports.records import cell_frame
 from reports.regimes import write_regime_report
+from reports.shortcut import write_shortcut_report
 from reports.site import write_site
 
 # Figures drawn for only some tasks or settings: those an earlier report drew and this one does not go.
@@ -60,7 +61,10 @@ def make_report(
     Per-task figures of an earlier report that this one does not draw are removed. Each figure has its
     caption (what it shows, and the provenance) in ``<stem>.caption.txt`` beside it. When the records
     sweep a token fraction or a regime axis (``reports.regimes``), also the regime map: ``regimes.md``,
-    ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes").
+    ``regime_heatmaps_*`` and ``accuracy_vs_t_*`` (key "regimes"); without one, where the cells were
+    chosen on validation (protocol 2), the tuned Δ per task × retention, ``tuned_delta.md``/``.tex``
+    (key "regimes"). Where records hold shortcut diagnostics (protocol 2), ``shortcut.md`` and
+    ``shortcut.csv`` (key "shortcut"; removed otherwise).
     Raises ``UserError`` when ``results_dir`` holds no finished cell.
     """
     cells = cell_frame(load_results(results_dir))
@@ -88,6 +92,7 @@ def make_report(
         notes.append("Attribution gallery not made for this report (gallery=False).")
     failed = _write_failed(cells, out_dir / "failed.md")
     regimes = write_regime_report(cells, out_dir, caption, margin)
+    shortcut = write_shortcut_report(cells, out_dir, caption)
     outputs = {
         "tables": write_tables(frame, out_dir, caption),
         "csv": [write_csv(frame, out_dir / "leaderboard.csv")],
@@ -95,6 +100,7 @@ def make_report(
         "gallery": gallery_paths,
         "failed": failed,
         "regimes": regimes,
+        "shortcut": shortcut,
     }
     if site:
         failed_count = len(failed_frame(cells)) if failed else 0
