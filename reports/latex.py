@@ -22,14 +22,17 @@ import pandas as pd
 from benchmark.config import AUTO
 from reports.leaderboard import (
     BOUND_ORDER,
+    COVERAGE_NOTE,
     NOT_LEARNED_NOTE,
     Markup,
     best_final_mask,
+    coverage_short,
     format_mean_rank,
     metric_notes,
     overall_rank_frame,
 )
 from reports.records import BOUND, KIND_ORDER, TOKENSET, fraction_order, fraction_text, is_auto
+from reports.regime_table import TEST, VALIDATION
 from reports.stats import (
     BETTER,
     WORSE,
@@ -60,6 +63,7 @@ LATEX_SPECIALS = {
     "−": "$-$",
     "Δ": r"$\Delta$",
     "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
 }
 BREAK_AFTER = frozenset("+,[=._")  # where a long method label may break
 MISSING = "--"
@@ -84,6 +88,7 @@ LATEX = Markup(
     bold=lambda text: f"\\textbf{{{text}}}",
     escape=escape_latex,
     dagger=r"$^\dagger$",
+    coverage_mark=r"$^\ddagger$",
     plus_minus=r"$\pm$",
     percent=r"\%",
     missing=MISSING,
@@ -165,7 +170,8 @@ def _series(rows: pd.DataFrame) -> list[tuple[str, str, float | str]]:
 def _pivot_cell(row: pd.Series, bold: bool) -> str:
     text = _mean_ci(row["final_accuracy_mean"], row["final_accuracy_ci"])
     text = rf"\textbf{{{text}}}" if bold else text
-    return text + ("" if row["learned"] else r"$^\dagger$")
+    text += "" if row["learned"] else r"$^\dagger$"
+    return text + (r"$^\ddagger$" if row["coverage_min"] < 1.0 else "")
 
 
 def _task_pivot(board: pd.DataFrame, task: str, provenance: str) -> list[str]:
@@ -197,6 +203,8 @@ def _task_pivot(board: pd.DataFrame, task: str, provenance: str) -> list[str]:
     )
     if not rows["learned"].all():
         notes += r" $^\dagger$ " + escape_latex(NOT_LEARNED_NOTE[0].upper() + NOT_LEARNED_NOTE[1:])
+    if coverage_short(rows).any():
+        notes += r" $^\ddagger$ " + escape_latex(COVERAGE_NOTE[0].upper() + COVERAGE_NOTE[1:])
     notes += "".join(" " + escape_latex(note) for note in metric_notes(rows))
     spec = LABEL_COLUMN + "r" * max(len(retentions), 1)
     return _table(body, header, spec, notes, f"tab:accuracy-{_label_slug(task)}", provenance)
@@ -301,6 +309,7 @@ def regime_latex(
     value_text: Callable[[str, Any], str],
     provenance: str,
     margin: float,
+    label: str = "tab:regimes",
 ) -> str:
     """The regime table (``regime_table.regime_table``): one row per regime, its varying ``axes`` (named by
     ``axis_names``, values by ``value_text(axis, value)``), the best coreset and core tokenset (mean final
@@ -336,16 +345,30 @@ def regime_latex(
             "Verdict",
         ]
     )
-    caption = (
-        r"When a core tokenset beats a coreset at equal bytes: per setting, the best coreset and the best "
-        r"core tokenset (at token fraction $t$; mean final accuracy over seeds) and $\Delta$ = tokenset $-$ "
-        r"coreset, paired by seed, $\pm$ its 95\% CI. Verdict on the tokenset (Holm-adjusted over the "
-        rf"table): equivalent by a paired TOST at $\pm${margin:g}, else better or worse (bold) by a paired "
-        r"$t$-test, else inconclusive. Each side is the best of several candidates, so each is biased upward."
-    )
+    caption = r"When a core tokenset beats a coreset at equal bytes: " + _delta_caption(table, margin)
     spec = "l" * len(axes) + LABEL_COLUMN + "r" + LABEL_COLUMN + "lrrl"
-    lines = _table(body, header, spec, caption, "tab:regimes", provenance, size=r"\scriptsize")
+    lines = _table(body, header, spec, caption, label, provenance, size=r"\scriptsize")
     return "\n".join([GENERATED, *lines])
+
+
+def _delta_caption(table: pd.DataFrame, margin: float) -> str:
+    """What the regime table's rows are: the tuned Δ (chosen on validation) and/or exploratory rows."""
+    text = (
+        r"per setting, the best coreset and the best core tokenset (at token fraction $t$; mean final test "
+        r"accuracy over seeds) and $\Delta$ = tokenset $-$ coreset, paired by seed, $\pm$ its 95\% CI."
+    )
+    if (table["chosen_on"] == VALIDATION).any():
+        text += (
+            r" Where both sides were chosen on validation accuracy (never on test), the verdict on the "
+            rf"tokenset (Holm-adjusted over those rows): equivalent by a paired TOST at $\pm${margin:g}, "
+            r"else better or worse (bold) by a paired $t$-test, else inconclusive."
+        )
+    if (table["chosen_on"] == TEST).any():
+        text += (
+            r" Rows marked exploratory were chosen on test accuracy (records without a validation slice): "
+            r"each side is the best of several candidates on the same test data, so $\Delta$ is no verdict."
+        )
+    return text
 
 
 def _signed_mean_ci(mean: float, half_width: float) -> str:

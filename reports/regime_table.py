@@ -5,9 +5,16 @@ the seed: the task and its parameters (``modes_per_class``, ``object_scale``, ``
 …), the retention (the byte budget) and every ``[train]`` setting (``train.replay``,
 ``train.pretrain_token_dropout``, ``train.input_dropout``, …). Regime axes are named by the task
 parameter itself, ``retention``, ``train.<setting>`` and, for any other table of the config,
-``<table>.<key>``. Per regime the table compares the coreset (``token_selector`` None; bounds left
-out) and the core tokenset (any token fraction, ``"auto"`` included) with the best mean final
-accuracy over seeds, paired by seed.
+``<table>.<key>``. Per regime the table compares the best coreset (``token_selector`` None; bounds
+left out) and the best core tokenset (any token fraction, ``"auto"`` included), paired by seed.
+
+Which is "best" is never decided on the test set where it need not be (issue 18): where every cell of
+a regime has a validation score (protocol 2, ``validation_final_accuracy``), each side's method and t
+are chosen by mean validation final accuracy and the two compared on test, with verdicts Holm-adjusted
+over those rows (the *tuned Δ*, ``chosen_on`` = ``"validation"``). Protocol-1 records have no
+validation slice: their rows are chosen on test and are *exploratory* (``chosen_on`` = ``"test"``,
+verdict ``"exploratory"``, p-values Holm-adjusted within those rows but no verdict): the pre-declared
+comparisons with verdicts are the leaderboard's (``reports.comparisons``).
 """
 
 from __future__ import annotations
@@ -67,7 +74,10 @@ RESULT_COLUMNS = (
     "verdict",
     "bytes_allowed",
     "equal_bytes",
+    "chosen_on",  # VALIDATION or TEST: what picked each side's best method and t
 )
+VALIDATION, TEST = "validation", "test"
+EXPLORATORY = "exploratory"  # the verdict column of a row chosen on test: no verdict
 # Regime axes in words, for tables and figures (others: the key without "train." and underscores).
 AXIS_NAMES = {
     "task": "task",
@@ -100,6 +110,7 @@ class Cell:
     seed: int
     accuracy: float
     bytes_allowed: float  # NaN when not recorded
+    validation: float = math.nan  # final average accuracy on the validation slices (protocol 2), or NaN
     token_fraction_per_task: tuple[float | None, ...] = ()  # the t used per task, where recorded
     partial_input_accuracy: dict[str, dict[str, list[list[float]]]] | None = None  # ranking → t → matrix
 
@@ -119,6 +130,7 @@ def regime_cells(cells: pd.DataFrame) -> list[Cell]:
             seed=int(row["seed"]),
             accuracy=float(row["final_average_accuracy"]),
             bytes_allowed=float(row["bytes_allowed"]),
+            validation=float(row["validation_final_accuracy"]),
             token_fraction_per_task=tuple(row["token_fraction_per_task"]),
             partial_input_accuracy=row["partial_input_accuracy"],
         )
@@ -133,8 +145,14 @@ def _by_seed(cells: Sequence[Cell]) -> dict[int, list[Cell]]:
     return seeds
 
 
-def best_candidate(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of the method (and token fraction) with the best mean accuracy over its seeds.
+def chosen_on(cells: Iterable[Cell]) -> str:
+    """VALIDATION where every cell has a validation score, else TEST."""
+    return VALIDATION if all(not math.isnan(cell.validation) for cell in cells) else TEST
+
+
+def best_candidate(cells: Sequence[Cell], on: str = TEST) -> list[Cell]:
+    """The cells of the method (and token fraction) with the best mean over its seeds of the validation
+    final accuracy (``on`` = VALIDATION) or of the test final accuracy (``on`` = TEST).
 
     Ties go to the first in (method, token fraction) order, so the choice is deterministic.
     """
@@ -142,7 +160,11 @@ def best_candidate(cells: Sequence[Cell]) -> list[Cell]:
     for cell in cells:
         groups.setdefault((cell.method, cell.token_fraction), []).append(cell)
     order = sorted(groups, key=lambda key: (key[0], fraction_order(key[1])))
-    best = max(order, key=lambda key: float(np.mean([cell.accuracy for cell in groups[key]])))
+
+    def score(cell: Cell) -> float:
+        return cell.validation if on == VALIDATION else cell.accuracy
+
+    best = max(order, key=lambda key: float(np.mean([score(cell) for cell in groups[key]])))
     return groups[best]
 
 
@@ -151,9 +173,11 @@ def _seed_means(cells: Sequence[Cell]) -> dict[int, float]:
 
 
 def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell], margin: float) -> tuple[Row, PairedTest]:
-    """The result columns of one regime: best of each kind and their seed-paired test (tokenset −
-    coreset); the verdict columns are filled in over the whole table (``regime_table``)."""
-    coreset, tokenset = best_candidate(coresets), best_candidate(tokensets)
+    """The result columns of one regime: best of each kind (on validation where every cell has a
+    validation score, else on test: ``chosen_on``) and their seed-paired test on test accuracy
+    (tokenset − coreset); the verdict columns are filled in over the whole table (``regime_table``)."""
+    on = chosen_on([*coresets, *tokensets])
+    coreset, tokenset = best_candidate(coresets, on), best_candidate(tokensets, on)
     coreset_seeds, tokenset_seeds = _seed_means(coreset), _seed_means(tokenset)
     paired = sorted(set(coreset_seeds) & set(tokenset_seeds))
     test = paired_test([tokenset_seeds[s] for s in paired], [coreset_seeds[s] for s in paired], margin)
@@ -178,6 +202,7 @@ def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell], margin: float) 
         "p_equivalence": test.p_equivalence,
         "bytes_allowed": min(known) if len(known) == 1 else math.nan,
         "equal_bytes": len(known) <= 1,
+        "chosen_on": on,
     }
     return row, test
 
@@ -195,9 +220,11 @@ def regime_table(
     ``seeds`` (seeds present in both), ``difference_*``, ``ci_low``/``ci_high`` (tokenset − coreset,
     paired by seed, Student-t 95% CI; NaN for one seed), ``p_value`` (paired t-test),
     ``p_equivalence`` (paired TOST at ± ``margin``), their Holm adjustment over the table
-    (``p_holm``, ``p_equivalence_holm``), ``verdict`` (the tokenset is better, worse, equivalent or
-    inconclusive: ``stats.verdicts``), ``bytes_allowed`` and ``equal_bytes`` (whether the compared
-    cells were allowed the same bytes: true by construction, checked here).
+    (``p_holm``, ``p_equivalence_holm``: one family of the rows chosen on validation, another of those
+    chosen on test), ``verdict`` (the tokenset is better, worse, equivalent or inconclusive:
+    ``stats.verdicts``; ``EXPLORATORY`` for a row chosen on test), ``bytes_allowed`` and ``equal_bytes``
+    (whether the compared cells were allowed the same bytes: true by construction, checked here),
+    ``chosen_on`` (VALIDATION or TEST, see the module docstring).
     """
     members_of = regime_cells(cells)
     regimes: dict[tuple, list[Cell]] = {}
@@ -220,8 +247,12 @@ def regime_table(
             row, test = compare(coresets, tokensets, margin)
             rows.append({**dict(regime), **row})
             tests.append(test)
-    for row, (verdict, p_holm, p_equivalence_holm) in zip(rows, verdicts(tests), strict=True):
-        row.update(verdict=verdict, p_holm=p_holm, p_equivalence_holm=p_equivalence_holm)
+    for on in (VALIDATION, TEST):  # two families: a verdict only where the choice was made on validation
+        family = [index for index, row in enumerate(rows) if row["chosen_on"] == on]
+        judged = verdicts([tests[index] for index in family])
+        for index, (verdict, p_holm, p_equivalence_holm) in zip(family, judged, strict=True):
+            verdict = verdict if on == VALIDATION else EXPLORATORY
+            rows[index].update(verdict=verdict, p_holm=p_holm, p_equivalence_holm=p_equivalence_holm)
     axes = list(dict.fromkeys(key for cell in members_of for key, _ in cell.regime))
     columns = [*axes, *([TOKEN_FRACTION] if per_token_fraction else []), *RESULT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
@@ -327,12 +358,37 @@ def _values_text(values: Iterable[Any]) -> str:
     return "/".join(sorted({display_value(v) for v in values if not _missing(v)})) or "default"
 
 
-def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.DataFrame | None = None) -> str:
-    """The regime table as Markdown (tabulate, pipe format); ``per_fraction`` adds a section per t."""
-    axes = markdown_axes(table)
-    fixed = [axis for axis in axis_columns(table) if axis not in axes and axis != "task"]
-    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
-    headers = [
+def choice_notes(table: pd.DataFrame, margin: float) -> list[str]:
+    """How the rows' sides were chosen and what the verdict column means: one paragraph per kind of
+    row present (chosen on validation: the tuned Δ; chosen on test: exploratory)."""
+    notes = []
+    if (table["chosen_on"] == VALIDATION).any():
+        notes.append(
+            "Tuned Δ (rows chosen on validation): each side's method and token fraction t are those with "
+            "the best mean final accuracy on the tasks' validation slices (held out of the training data, "
+            "never the test set; each cell's own [tune] candidate was also chosen there); the two are then "
+            "compared on test, mean ± Student-t 95% CI over seeds, Δ = core tokenset − coreset paired by "
+            "seed with its Student-t 95% CI. Verdict on the core tokenset, p-values Holm-adjusted over "
+            f"these rows: equivalent where a paired TOST shows |Δ| < {margin:g}, else better or worse "
+            "(**bold**) where a paired t-test rejects Δ = 0, else inconclusive."
+        )
+    if (table["chosen_on"] == TEST).any():
+        notes.append(
+            "Exploratory (rows chosen on test): these records have no validation slice (protocol 1), so "
+            "each side is the method and t with the best mean TEST accuracy over seeds, the side with more "
+            "candidates favoured. Δ (paired by seed, Student-t 95% CI; p-values Holm-adjusted over these "
+            "rows) describes where to look; it is not a verdict. The pre-declared comparisons with "
+            "verdicts (each core tokenset against the coreset of its own sample selector at equal bytes) "
+            "are the leaderboard's."
+        )
+    notes.append(
+        "Equal bytes: both sides were allowed the same bytes (checked from each record's bytes_allowed)."
+    )
+    return notes
+
+
+def _headers(axes: Sequence[str]) -> list[str]:
+    return [
         *map(axis_text, axes),
         "Best coreset",
         "Best core tokenset",
@@ -340,18 +396,23 @@ def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.Dat
         "Δ tokenset − coreset [95% CI]",
         "Verdict (tokenset)",
     ]
+
+
+def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.DataFrame | None = None) -> str:
+    """The regime table as Markdown (tabulate, pipe format); ``per_fraction`` adds a section per t."""
+    axes = markdown_axes(table)
+    fixed = [axis for axis in axis_columns(table) if axis not in axes and axis != "task"]
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    headers = _headers(axes)
+    exploratory = (table["chosen_on"] == TEST).all()
     sections = [
-        "# Regime map: core tokenset against coreset at equal bytes",
+        "# Regime map: core tokenset against coreset at equal bytes"
+        + (" (exploratory: chosen on test)" if exploratory else ""),
         caption,
         tabulate(_rows(table, axes, True), headers=headers, tablefmt="pipe", disable_numparse=True),
-        "Per regime (every setting but the method, its token fraction and the seed), the coreset and the "
-        "core tokenset (any token fraction t, auto included) with the best mean final accuracy over seeds, "
-        "mean ± Student-t 95% CI; Δ = core tokenset − coreset paired by seed, with its Student-t 95% CI. "
-        "Verdict on the core tokenset, p-values Holm-adjusted over this table: equivalent where a paired "
-        f"TOST shows |Δ| < {margin:g}, else better or worse (**bold**) where a paired t-test rejects Δ = 0, "
-        "else inconclusive. Both sides are the best of several candidates on the same seeds, so each is "
-        "biased upward, the side with more candidates more; read narrow margins with care. Equal bytes: both "
-        "sides were allowed the same bytes (checked from each record's bytes_allowed).",
+        "Per regime (every setting but the method, its token fraction and the seed), the best coreset and "
+        "the best core tokenset (any token fraction t, auto included).",
+        *choice_notes(table, margin),
     ]
     if fixed:
         settings = ", ".join(f"{axis}={_values_text(table[axis])}" for axis in fixed)
@@ -368,6 +429,21 @@ def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.Dat
                 disable_numparse=True,
             ),
             "The same comparison at each token fraction t: the best core tokenset at that t against the "
-            "regime's best coreset (Holm over this table).",
+            "regime's best coreset, chosen as above (Holm over this table).",
         ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def tuned_delta_markdown(table: pd.DataFrame, caption: str = "") -> str:
+    """The tuned Δ of a grid without regime axes: per task × retention (the rows of ``regime_table``
+    chosen on validation), the best core tokenset against the best coreset."""
+    axes = ["task", *(axis for axis in markdown_axes(table) if axis != "task")]
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    sections = [
+        "# Tuned Δ: best core tokenset against best coreset, chosen on validation",
+        caption,
+        tabulate(_rows(table, axes, True), headers=_headers(axes), tablefmt="pipe", disable_numparse=True),
+        "Per task and retention, at equal bytes.",
+        *choice_notes(table, margin),
+    ]
     return "\n\n".join(section for section in sections if section) + "\n"

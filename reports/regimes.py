@@ -27,12 +27,14 @@ from reports.regime_table import (
     AXIS_SHORT_NAMES,
     TOKEN_FRACTION,
     TOKENSET,
+    VALIDATION,
     axis_value_text,
     display_value,
     markdown_axes,
     regime_cells,
     regime_markdown,
     regime_table,
+    tuned_delta_markdown,
 )
 from reports.style import PAPER_STYLE, file_slug, save_figure
 
@@ -45,7 +47,14 @@ __all__ = [
     "write_regime_report",
 ]
 
-OUTPUT_GLOBS = ("regimes.md", "regimes.tex", "regime_heatmaps_*", "accuracy_vs_t_*")
+OUTPUT_GLOBS = (
+    "regimes.md",
+    "regimes.tex",
+    "regime_heatmaps_*",
+    "accuracy_vs_t_*",
+    "tuned_delta.md",
+    "tuned_delta.tex",
+)
 
 
 def swept_tasks(frame: pd.DataFrame) -> dict[str, set[str]]:
@@ -74,11 +83,16 @@ def write_regime_report(
 ) -> list[Path]:
     """``regimes.md``, ``regimes.tex``, ``regime_heatmaps_<task>_<a>_x_<b>.pdf/.png`` and
     ``accuracy_vs_t_<task>.pdf/.png`` in ``out_dir`` when some task sweeps a token fraction or a regime
-    axis; otherwise nothing (and the files of an earlier regime report are removed, as are any this one
-    does not write). ``margin``: the equivalence margin of the verdicts; ``caption``: provenance."""
+    axis. Otherwise, where cells were chosen on validation (protocol 2), ``tuned_delta.md`` and
+    ``tuned_delta.tex``: per task × retention the best core tokenset against the best coreset, each
+    chosen on validation and compared on test (a regime map already holds these rows). Otherwise nothing.
+    Files of an earlier report that this one does not write are removed. ``margin``: the equivalence
+    margin of the verdicts; ``caption``: provenance."""
     stale = {path for pattern in OUTPUT_GLOBS for path in out_dir.glob(pattern)}
     swept = swept_tasks(cells)
     written: list[Path] = []
+    if not swept:
+        written = _write_tuned_delta(cells, out_dir, caption, margin)
     table = regime_table(cells, margin=margin) if swept else None
     if table is not None and not table.empty:
         per_fraction = regime_table(cells, per_token_fraction=True, margin=margin)
@@ -105,3 +119,18 @@ def write_regime_report(
     for path in stale - set(written):
         path.unlink(missing_ok=True)
     return written
+
+
+def _write_tuned_delta(cells: pd.DataFrame, out_dir: Path, caption: str, margin: float) -> list[Path]:
+    table = regime_table(cells, margin=margin)
+    tuned = table[table["chosen_on"] == VALIDATION] if not table.empty else table
+    if tuned.empty:
+        return []
+    tuned = tuned.reset_index(drop=True)  # Holm was over these rows alone (regime_table)
+    tuned.attrs["equivalence_margin"] = margin
+    markdown, latex = out_dir / "tuned_delta.md", out_dir / "tuned_delta.tex"
+    write_text_atomic(markdown, tuned_delta_markdown(tuned, caption))
+    axes = ["task", *(axis for axis in markdown_axes(tuned) if axis != "task")]
+    text = regime_latex(tuned, axes, AXIS_SHORT_NAMES, axis_value_text, caption, margin, "tab:tuned-delta")
+    write_text_atomic(latex, text + "\n")
+    return [markdown, latex]

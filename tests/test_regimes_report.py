@@ -80,6 +80,8 @@ def record(
         "bytes_used": int(allowed * 0.95),
         "bytes_allowed": allowed,
         "provenance": {"commit": "0" * 40},
+        # a validation score that ranks candidates as test does (None: a protocol-1 record without one)
+        "validation_final_accuracy": final,
         **extra,
     }
 
@@ -291,12 +293,19 @@ def test_write_regime_report_writes_and_skips(tmp_path: Path) -> None:
     assert "regime_heatmaps_split-shapes_retention_x_token_fraction.png" in names
     assert "accuracy_vs_t_split-shapes.png" in names and "accuracy_vs_t_split-shapes.pdf" in names
     assert all(path.exists() and path.stat().st_size > 0 for path in written)
-    # Without a sweep nothing is written and the earlier regime files go.
+    # Without a sweep the earlier regime files go; cells chosen on validation make the tuned Δ instead.
     plain = [r for r in records if r["config"]["task_params"]["object_scale"] == 0.2]
     plain = [r for r in plain if r["config"]["token_fraction"] in (1.0, 0.25)]
     assert swept_tasks(cell_frame(plain)) == {}
-    assert write_regime_report(cell_frame(plain), tmp_path) == []
+    written = write_regime_report(cell_frame(plain), tmp_path)
+    assert sorted(path.name for path in written) == ["tuned_delta.md", "tuned_delta.tex"]
     assert not list(tmp_path.glob("regime*")) and not list(tmp_path.glob("accuracy_vs_t_*"))
+    text = (tmp_path / "tuned_delta.md").read_text()
+    assert "chosen on validation" in text and "| split-shapes | 5%" in text and "| split-shapes | 10%" in text
+    # Protocol-1 records (no validation score): nothing, and the tuned Δ of the earlier report goes.
+    protocol_1 = [{**r, "validation_final_accuracy": None} for r in plain]
+    assert write_regime_report(cell_frame(protocol_1), tmp_path) == []
+    assert not list(tmp_path.glob("tuned_delta.*"))
 
 
 def test_the_default_grid_report_makes_no_regime_map() -> None:
@@ -328,7 +337,7 @@ def test_coresets_stand_in_every_replay_mode_and_partial_inputs_is_no_axis() -> 
                 "sample_selector": method.split("+")[0], "token_selector": token,
                 "selector_params": {}, "token_selector_params": {}, "retention": 0.05,
                 "token_fraction": 0.25 if token else 1.0, "seed": seed,
-                "train": {"replay": replay, "partial_inputs": partial},
+                "train": {"replay": replay, "partial_inputs": partial, "input_dropout": None},
             },
         }  # fmt: skip
 
