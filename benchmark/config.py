@@ -21,6 +21,8 @@ PROTOCOLS: tuple[int, ...] = (1, 2)
 CURRENT_PROTOCOL = 2
 # ``[tune]``: the training settings a grid may search per cell (chosen on validation, never on test).
 TUNABLE_TRAIN_FIELDS: tuple[str, ...] = ("input_dropout", "lr", "weight_decay", "epochs")
+# A grid's ``equivalence_margin`` where it declares none: a report setting (how results are read), in no cell.
+DEFAULT_EQUIVALENCE_MARGIN = 0.02
 
 
 @dataclass(frozen=True)

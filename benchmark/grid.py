@@ -18,6 +18,8 @@
     [method_params."gradmatch+gradlrp"]    # per method: its own token_fraction list
     token_fraction = [0.125, 0.25]
 
+    equivalence_margin = 0.02              # optional: a report setting, in no cell (see below)
+
     [[exclude]]                            # optional: drop the cells that match every key given
     tasks = ["split-digits"]
     methods = ["gradmatch+gradlrp"]
@@ -25,6 +27,10 @@
     [[variant]]                            # optional: the grid again with these keys changed
     train = { replay = "mask" }            # tables merge key by key; lists and values replace
     methods = ["random+gradlrp"]
+
+``equivalence_margin`` is the difference in final accuracy below which the report may call two
+memories equivalent (a paired TOST; default ``DEFAULT_EQUIVALENCE_MARGIN``). It says how results
+are read, not how they are made: no cell holds it, so it never changes a cell's hash.
 
 A grid with variants is the union of the base grid and each variant (a star
 design: sweep one axis at a time around a base regime, instead of the whole
@@ -53,6 +59,7 @@ from benchmark import registry
 from benchmark.config import (
     AUTO,
     CURRENT_PROTOCOL,
+    DEFAULT_EQUIVALENCE_MARGIN,
     PROTOCOLS,
     TUNABLE_TRAIN_FIELDS,
     CellConfig,
@@ -73,6 +80,7 @@ OPTIONAL_KEYS = (
     "protocol",
     "stream_seeds",
     "tune",
+    "equivalence_margin",
 )
 # Task parameters a cell's seed sets when ``stream_seeds = true`` (where the task takes them): which data
 # is drawn and in which order its classes form the tasks.
@@ -95,6 +103,7 @@ class Grid:
     path: Path
     cells: tuple[CellConfig, ...]
     description: str = ""
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN  # a report setting: in no cell
 
 
 def load_grid(path: Path, overrides: Sequence[str] = ()) -> Grid:
@@ -141,8 +150,10 @@ def expand_with_variants(raw: dict[str, Any], path: Path) -> Grid:
     grid = expand_grid(base, path)
     cells = {cell.config_hash: cell for cell in grid.cells}
     for number, variant in enumerate(variants, start=1):
-        if "name" in variant or "variant" in variant:
-            raise UserError(f"grid {path.name}: variant {number} may not set 'name' or 'variant'")
+        if {"name", "variant", "equivalence_margin"} & set(variant):
+            raise UserError(
+                f"grid {path.name}: variant {number} may not set 'name', 'variant' or 'equivalence_margin'"
+            )
         merged = merge_tables(base, variant)
         try:
             extra = expand_grid(merged, path)
@@ -150,7 +161,13 @@ def expand_with_variants(raw: dict[str, Any], path: Path) -> Grid:
             raise UserError(f"variant {number}: {error}") from None
         for cell in extra.cells:
             cells.setdefault(cell.config_hash, cell)
-    return Grid(name=grid.name, path=path, cells=tuple(cells.values()), description=grid.description)
+    return Grid(
+        name=grid.name,
+        path=path,
+        cells=tuple(cells.values()),
+        description=grid.description,
+        equivalence_margin=grid.equivalence_margin,
+    )
 
 
 def merge_tables(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +305,13 @@ def expand_grid(raw: dict[str, Any], path: Path) -> Grid:
     _check_unused(tables["sample_selector_params"], sorted(used_samples), "sample_selector_params", where)
     _check_unused(tables["token_selector_params"], sorted(used_tokens), "token_selector_params", where)
     _check_unused(tables["method_params"], methods, "method_params", where)
-    return Grid(name=name, path=path, cells=tuple(cells), description=str(raw.get("description", "")))
+    return Grid(
+        name=name,
+        path=path,
+        cells=tuple(cells),
+        description=str(raw.get("description", "")),
+        equivalence_margin=_equivalence_margin(raw, where),
+    )
 
 
 def _apply_excludes(
@@ -450,6 +473,23 @@ def _is_float(key: str, defaults: TrainConfig) -> bool:
     return isinstance(NULLABLE_TRAIN_TYPES.get(key) or getattr(defaults, key), float) and not isinstance(
         getattr(defaults, key), bool
     )
+
+
+def _equivalence_margin(raw: dict[str, Any], where: str) -> float:
+    value = raw.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
+        raise UserError(f"{where}: 'equivalence_margin' must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def declared_equivalence_margin(path: Path) -> float:
+    """The ``equivalence_margin`` a grid file declares (the default where it declares none), read without
+    expanding the grid; a one-line UserError when the file or the value is bad."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
+        raise UserError(f"cannot read grid {path}: {error}") from None
+    return _equivalence_margin(raw, f"grid {path.name}")
 
 
 def _check_list(value: Any, key: str, where: str) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -28,8 +27,8 @@ from benchmark.gallery import (
     compute_gallery,
     first_stream_with_masks,
 )
-from reports.figures import CAPTION_FONT_SIZE, PAPER_STYLE, save_figure
-from reports.leaderboard import Record, finished_records
+from reports.records import attribution_columns, finished_cells
+from reports.style import CAPTION_SUFFIX, PAPER_STYLE, SMALL_FONT_SIZE, save_figure
 
 DIM = 0.22  # brightness left to a dropped token
 MASK_COLOR = "#ffd400"
@@ -37,30 +36,28 @@ CELL_INCHES = 0.82
 GALLERY_STEM = "attribution_gallery"
 
 
-def gallery_sources(records: Sequence[Record]) -> list[GallerySource]:
-    """Each distinct (task, task parameters) of the finished records, those with attribution first.
+def gallery_sources(cells: pd.DataFrame) -> list[GallerySource]:
+    """Each distinct (task, task parameters) of the finished cells, those with attribution first.
 
-    A token selector's parameters are taken from the records when they ran it with one setting.
+    A token selector's parameters are taken from the cells when they ran it with one setting.
     """
-    finished = finished_records(records)
+    finished = finished_cells(cells)
+    attribution = attribution_columns(finished)
     selector_params: dict[str, set[str]] = {}
-    for record in finished:
-        config = record["config"]
-        if config.get("token_selector"):
-            params = json.dumps(config.get("token_selector_params") or {}, sort_keys=True)
-            selector_params.setdefault(config["token_selector"], set()).add(params)
+    for _, row in finished[finished["token_selector"].notna()].iterrows():
+        params = json.dumps(row["token_selector_params"], sort_keys=True)
+        selector_params.setdefault(row["token_selector"], set()).add(params)
     chosen_params = {
         name: json.loads(next(iter(settings)))
         for name, settings in selector_params.items()
         if len(settings) == 1
     }
     sources: dict[str, tuple[bool, GallerySource]] = {}
-    for record in finished:
-        config = record["config"]
-        key = json.dumps([config["task"], config.get("task_params") or {}], sort_keys=True)
-        has_attribution = bool(record.get("attribution"))
+    for _, row in finished.iterrows():
+        key = json.dumps([row["task"], row["task_params"]], sort_keys=True)
+        has_attribution = bool(attribution) and bool(row[attribution].notna().any())
         if key not in sources or (has_attribution and not sources[key][0]):
-            source = GallerySource(config["task"], dict(config.get("task_params") or {}), chosen_params)
+            source = GallerySource(row["task"], dict(row["task_params"]), chosen_params)
             sources[key] = (has_attribution, source)
     ordered = sorted(sources.items(), key=lambda item: (not item[1][0], item[0]))
     return [source for _, (_, source) in ordered]
@@ -93,11 +90,11 @@ def _outline(axes, mask: np.ndarray, patch_size: int, color: str, width: float) 
                 axes.plot([right, right], [top, bottom], color=color, linewidth=width)
 
 
-def draw_gallery(gallery: Gallery, title: str) -> Figure:
+def draw_gallery(gallery: Gallery) -> Figure:
     """Rows: images (first column: the image and its mask); columns: token selectors."""
     selectors = list(gallery.kept)
     rows, columns = len(gallery.images), 1 + len(selectors)
-    figure = Figure(figsize=(CELL_INCHES * columns + 0.2, CELL_INCHES * rows + 0.75), layout="constrained")
+    figure = Figure(figsize=(CELL_INCHES * columns + 0.2, CELL_INCHES * rows + 0.45), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False)
     size = gallery.images.shape[-1]
@@ -115,7 +112,7 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
             if column == 0:
                 axes.imshow(rgb, interpolation="nearest")
                 _outline(axes, mask, gallery.patch_size, MASK_COLOR, 1.2)
-                axes.set_ylabel(gallery.row_label(row), fontsize=CAPTION_FONT_SIZE)
+                axes.set_ylabel(gallery.row_label(row), fontsize=SMALL_FONT_SIZE)
                 if row == 0:
                     axes.set_title("image, mask", fontsize=7)
                 continue
@@ -128,11 +125,10 @@ def draw_gallery(gallery: Gallery, title: str) -> Figure:
             axes.set_xlabel(f"mask kept {hits}/{int(mask.sum())}", fontsize=5.5, labelpad=1)
             if row == 0:
                 axes.set_title(name, fontsize=7)
-    figure.suptitle(title, fontsize=CAPTION_FONT_SIZE, color="0.25")
     return figure
 
 
-def gallery_title(source: GallerySource, gallery: Gallery, caption: str, epochs: int) -> str:
+def gallery_caption(source: GallerySource, gallery: Gallery, caption: str, epochs: int) -> str:
     tokens = gallery.masks.shape[1]
     text = (
         f"{source.task}: top {gallery.kept_per_image} of {tokens} tokens kept by each token selector "
@@ -141,20 +137,22 @@ def gallery_title(source: GallerySource, gallery: Gallery, caption: str, epochs:
         f"{len(gallery.images)} training images of task 1, model fine-tuned {epochs} epochs from the "
         f"committed backbone (seed {GALLERY_SEED}), computed at report time. {caption}"
     )
-    return textwrap.fill(text, 140)
+    return text
 
 
 def attribution_gallery(
-    records: Sequence[Record], out_dir: Path, caption: str, epochs: int = GALLERY_EPOCHS
+    cells: pd.DataFrame, out_dir: Path, caption: str, epochs: int = GALLERY_EPOCHS
 ) -> tuple[list[Path], str | None]:
     """``attribution_gallery.pdf``/``.png`` and no note, or no file and a note saying why."""
-    found = first_stream_with_masks(gallery_sources(records))
+    found = first_stream_with_masks(gallery_sources(cells))
     if found is None:
-        for stale in (out_dir / f"{GALLERY_STEM}.pdf", out_dir / f"{GALLERY_STEM}.png"):
+        for stale in (out_dir / f"{GALLERY_STEM}{suffix}" for suffix in (".pdf", ".png", CAPTION_SUFFIX)):
             stale.unlink(missing_ok=True)
         return [], "No attribution gallery: no task of these results has ground-truth masks."
     source, stream = found
     gallery = compute_gallery(source, stream, epochs=epochs)
     with matplotlib.rc_context(PAPER_STYLE):
-        figure = draw_gallery(gallery, gallery_title(source, gallery, caption, epochs))
-        return save_figure(figure, out_dir / GALLERY_STEM), None
+        figure = draw_gallery(gallery)
+        return save_figure(
+            figure, out_dir / GALLERY_STEM, gallery_caption(source, gallery, caption, epochs)
+        ), None

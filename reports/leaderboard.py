@@ -8,7 +8,6 @@ so cells that differ in anything but the seed are never pooled as if they were s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,15 +17,35 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.results import FAILED, FINISHED, write_text_atomic
-from reports.stats import format_bytes, format_mean_ci, format_number, mean_ci, mean_or_nan, present
+from benchmark.results import write_text_atomic
+from reports.comparisons import comparison_frame, rank_intervals
+from reports.coreset_size import coreset_size_frame
+from reports.records import (
+    ACCURACY,
+    BOUND,
+    KIND_ORDER,
+    attribution_columns,
+    failed_cells,
+    finished_cells,
+    is_auto,
+)
+from reports.records import ATTRIBUTION_PREFIX as CELL_ATTRIBUTION_PREFIX
+from reports.stats import (
+    DEFAULT_EQUIVALENCE_MARGIN,
+    EQUIVALENT,
+    format_bytes,
+    format_interval,
+    format_mean_ci,
+    format_number,
+    format_p,
+    format_ratio,
+    mean_ci,
+    mean_or_nan,
+)
 
-Record = dict[str, Any]
+Row = dict[str, Any]  # one output row, column → value
 
-BOUND_METHODS = frozenset({"none", "joint"})
 LEARNED_THRESHOLD = 0.9
-ACCURACY = "accuracy"
-KIND_ORDER = {"bound": 0, "coreset": 1, "core tokenset": 2}
 BOUND_ORDER = {"none": 0, "joint": 1}  # lower bound first
 ATTRIBUTION_ORDER = ("precision", "recall", "pointing_game")
 ATTRIBUTION_PREFIX = "attribution_"
@@ -36,166 +55,75 @@ NOT_LEARNED_NOTE = (
     "some seed's diagonal mean (accuracy on each task right after training it) is below "
     f"{LEARNED_THRESHOLD}: in that run the model did not learn every task; compare with care."
 )
+# The coverage mark: some seed's memory kept no sample of some class of a task (``coverage`` < 1, from
+# the record's classes_per_task and classes_covered_per_task; protocol 2 records only).
+COVERAGE_NOTE = (
+    "memory missed a class: in some seed, some task's memory kept no sample of one of its classes (it "
+    "holds fewer samples than the task has classes, or its selector left a class out); part of this "
+    "row's gap is class coverage."
+)
 MISSING = "–"
 
 
-@dataclass(frozen=True)
-class GroupKey:
-    """What a leaderboard row pools over seeds."""
+# --- cells -> groups ------------------------------------------------------------------------------
 
-    task: str
-    method: str
-    kind: str
-    retention: float | None
-    token_fraction: float
+GROUP_COLUMNS = ["task_label", "method_label", "kind", "retention", "token_fraction"]
 
 
-# --- records -> groups ---------------------------------------------------------------------------
+def _row_order(row: Row) -> tuple:
+    retention = -1.0 if math.isnan(row["retention"]) else row["retention"]
+    bound = BOUND_ORDER.get(row["method"].split("[")[0], len(BOUND_ORDER))
+    fraction = 2.0 if is_auto(row["token_fraction"]) else float(row["token_fraction"])
+    return (row["task"], retention, KIND_ORDER[row["kind"]], bound, row["method"], fraction)
 
 
-def unique_records(records: Iterable[Record]) -> list[Record]:
-    """One record per config hash (the same cell found in two grids' folders), a finished one first."""
-    chosen: dict[str, Record] = {}
-    for record in records:
-        previous = chosen.get(record["config_hash"])
-        if previous is None or (previous["status"] != FINISHED and record["status"] == FINISHED):
-            chosen[record["config_hash"]] = record
-    return list(chosen.values())
-
-
-def finished_records(records: Iterable[Record]) -> list[Record]:
-    return [record for record in unique_records(records) if record["status"] == FINISHED]
-
-
-def method_kind(config: Record) -> str:
-    if config["method"] in BOUND_METHODS or config.get("retention") is None:
-        return "bound"
-    return "coreset" if config.get("token_selector") is None else "core tokenset"
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def varying_keys(param_dicts: Iterable[Record]) -> list[str]:
-    """Keys whose value (or presence) is not the same in every dict."""
-    dicts = list(param_dicts)
-    keys = sorted({key for params in dicts for key in params})
-    unset = object()
-    return [
-        key
-        for key in keys
-        if len({_canonical(params[key]) if key in params else id(unset) for params in dicts}) > 1
+def grouped_cells(cells: pd.DataFrame) -> list[pd.DataFrame]:
+    """The finished cells of each leaderboard row (sorted by seed), rows in leaderboard order."""
+    finished = finished_cells(cells)
+    groups = [
+        group.sort_values("seed") for _, group in finished.groupby(GROUP_COLUMNS, sort=False, dropna=False)
     ]
-
-
-def _plain(value: Any) -> str:
-    return value if isinstance(value, str) else _canonical(value)
-
-
-def _label(name: str, params: Record, keys: Sequence[str]) -> str:
-    if not keys:
-        return name
-    shown = ", ".join(f"{key}={_plain(params.get(key))}" for key in keys)
-    return f"{name}[{shown}]"
-
-
-def _method_params(config: Record) -> Record:
-    params = dict(config.get("selector_params") or {})
-    params.update(
-        {f"token.{key}": value for key, value in (config.get("token_selector_params") or {}).items()}
-    )
-    params.update({f"train.{key}": value for key, value in (config.get("train") or {}).items()})
-    return params
-
-
-def group_keys(records: Sequence[Record]) -> list[GroupKey]:
-    """The row each record belongs to, labels made from the parameters that vary among ``records``."""
-    configs = [record["config"] for record in records]
-    task_keys = {
-        task: varying_keys(c.get("task_params") or {} for c in configs if c["task"] == task)
-        for task in {c["task"] for c in configs}
-    }
-    method_keys = {
-        method: varying_keys(_method_params(c) for c in configs if c["method"] == method)
-        for method in {c["method"] for c in configs}
-    }
-    return [
-        GroupKey(
-            task=_label(c["task"], c.get("task_params") or {}, task_keys[c["task"]]),
-            method=_label(c["method"], _method_params(c), method_keys[c["method"]]) + _auto_suffix(c),
-            kind=method_kind(c),
-            retention=None if c.get("retention") is None else float(c["retention"]),
-            token_fraction=_token_fraction(c),
-        )
-        for c in configs
+    keys = [
+        {
+            "task": group["task_label"].iat[0],
+            "method": group["method_label"].iat[0],
+            "kind": group["kind"].iat[0],
+            "retention": group["retention"].iat[0],
+            "token_fraction": group["token_fraction"].iat[0],
+        }
+        for group in groups
     ]
-
-
-def grouped_records(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
-    """Finished records by row, rows in leaderboard order."""
-    finished = finished_records(records)
-    groups: dict[GroupKey, list[Record]] = {}
-    for key, record in zip(group_keys(finished), finished, strict=True):
-        groups.setdefault(key, []).append(record)
-    return {key: sorted(groups[key], key=_seed) for key in sorted(groups, key=_row_order)}
-
-
-def _token_fraction(config: dict) -> float:
-    """t as a number; NaN for ``"auto"`` (t chosen per task: the method label says so)."""
-    value = config.get("token_fraction", 1.0)
-    return math.nan if isinstance(value, str) else float(value)
-
-
-def _auto_suffix(config: dict) -> str:
-    return " [t=auto]" if isinstance(config.get("token_fraction"), str) else ""
-
-
-def _row_order(key: GroupKey) -> tuple:
-    retention = -1.0 if key.retention is None else key.retention
-    bound = BOUND_ORDER.get(key.method.split("[")[0], len(BOUND_ORDER))
-    fraction = 2.0 if math.isnan(key.token_fraction) else key.token_fraction
-    return (key.task, retention, KIND_ORDER[key.kind], bound, key.method, fraction)
-
-
-def _seed(record: Record) -> int:
-    return int(record["config"].get("seed", 0))
+    order = sorted(range(len(groups)), key=lambda index: _row_order(keys[index]))
+    return [groups[index] for index in order]
 
 
 # --- groups -> frame -----------------------------------------------------------------------------
 
 
-def diagonal_mean(record: Record) -> float | None:
-    """The record's diagonal mean, or the mean of its accuracy matrix's diagonal when not stored."""
-    if record.get("diagonal_mean") is not None:
-        return float(record["diagonal_mean"])
-    matrix = record.get("accuracy_matrix") or []
-    diagonal = [row[index] for index, row in enumerate(matrix) if index < len(row)]
-    return sum(diagonal) / len(diagonal) if diagonal else None
-
-
-def attribution_names(records: Iterable[Record]) -> list[str]:
-    names = {name for record in records for name in (record.get("attribution") or {})}
+def attribution_names(cells: pd.DataFrame) -> list[str]:
+    measured = [column for column in attribution_columns(cells) if cells[column].notna().any()]
+    names = {column.removeprefix(CELL_ATTRIBUTION_PREFIX) for column in measured}
     known = [name for name in ATTRIBUTION_ORDER if name in names]
     return known + sorted(names - set(known))
 
 
 def _joined(values: Iterable[Any]) -> str:
-    return ",".join(str(value) for value in sorted(set(values), key=str) if value is not None)
+    return ",".join(str(value) for value in sorted(set(values), key=str) if value is not None and value != "")
 
 
-def _group_row(key: GroupKey, records: Sequence[Record], attribution: Sequence[str]) -> Record:
-    final_mean, final_ci = mean_ci(present(record["final_average_accuracy"] for record in records))
-    forgetting_mean, forgetting_ci = mean_ci(present(record.get("average_forgetting") for record in records))
-    diagonals = [diagonal_mean(record) for record in records]
-    metric = _joined(record.get("metric", ACCURACY) for record in records)
-    row: Record = {
-        "task": key.task,
-        "method": key.method,
-        "kind": key.kind,
-        "retention": math.nan if key.retention is None else key.retention,
-        "token_fraction": key.token_fraction,
-        "seeds": len(records),
+def _group_row(group: pd.DataFrame, attribution: Sequence[str]) -> Row:
+    final_mean, final_ci = mean_ci(group["final_average_accuracy"].dropna())
+    forgetting_mean, forgetting_ci = mean_ci(group["average_forgetting"].dropna())
+    diagonals = [None if math.isnan(value) else value for value in group["diagonal_mean"]]
+    metric = _joined(group["metric"])
+    first = group.iloc[0]
+    row: Row = {
+        "task": first["task_label"],
+        "method": first["method_label"],
+        "kind": first["kind"],
+        "retention": first["retention"],
+        "token_fraction": first["token_fraction"],
+        "seeds": len(group),
         "final_accuracy_mean": final_mean,
         "final_accuracy_ci": final_ci,
         "forgetting_mean": forgetting_mean,
@@ -205,45 +133,86 @@ def _group_row(key: GroupKey, records: Sequence[Record], attribution: Sequence[s
         "learned": metric != ACCURACY
         or all(value is not None and value >= LEARNED_THRESHOLD for value in diagonals),
         "metric": metric,
-        "bytes_used_mean": mean_or_nan(record.get("bytes_used") for record in records),
-        "bytes_allowed": mean_or_nan(record.get("bytes_allowed") for record in records),
+        "bytes_used_mean": float(group["bytes_used"].mean()),
+        "bytes_allowed": float(group["bytes_allowed"].mean()),
+        "coverage_min": _min_or_nan(group["coverage"]),
     }
     for name in attribution:
-        values = ((record.get("attribution") or {}).get(name) for record in records)
-        row[f"{ATTRIBUTION_PREFIX}{name}_mean"] = mean_or_nan(values)
-    row["grid"] = _joined(record["config"].get("grid") for record in records)
-    row["seed_values"] = _joined(_seed(record) for record in records)
-    row["commits"] = _joined((record.get("provenance") or {}).get("commit") for record in records)
-    row["config_hashes"] = _joined(record["config_hash"] for record in records)
+        row[f"{ATTRIBUTION_PREFIX}{name}_mean"] = mean_or_nan(
+            None if math.isnan(value) else value for value in group[f"{CELL_ATTRIBUTION_PREFIX}{name}"]
+        )
+    row["grid"] = _joined(group["grid"])
+    row["seed_values"] = _joined(group["seed"])
+    row["commits"] = _joined(group["commit"])
+    row["config_hashes"] = _joined(group["config_hash"])
     return row
 
 
-def leaderboard_frame(records: Iterable[Record]) -> pd.DataFrame:
-    """Finished cells pooled over seeds: one row per task × method × retention × token fraction.
+def _min_or_nan(values: pd.Series) -> float:
+    known = values.dropna()
+    return float(known.min()) if len(known) else math.nan
 
-    ``retention`` is NaN for the bounds; ``*_ci`` are Student-t 95% half-widths (NaN for one seed).
+
+def coverage_short(frame: pd.DataFrame) -> pd.Series:
+    """True for rows whose memory, in some seed, kept no sample of some class of a task."""
+    return frame["coverage_min"].lt(1.0)
+
+
+def leaderboard_frame(cells: pd.DataFrame, margin: float = DEFAULT_EQUIVALENCE_MARGIN) -> pd.DataFrame:
+    """Finished cells (of ``records.cell_frame``) pooled over seeds: one row per task × method × retention ×
+    token fraction.
+
+    ``retention`` is NaN for the bounds; ``token_fraction`` a float or ``AUTO``; ``*_ci`` are Student-t
+    95% half-widths (NaN for one seed). Then the statistics: ``rank`` within task × retention and its
+    bootstrap interval (``rank_low``, ``rank_high``; ``mean_rank_low``/``_high``: of the method's mean
+    rank, for ``overall_rank_frame``), the paired comparison with the row's reference
+    (``comparisons.COMPARISON_COLUMNS``, ``margin`` the equivalence margin) and, for core tokensets,
+    the coreset size they perform like (``coreset_size.COLUMNS``). ``frame.attrs["equivalence_margin"]``
+    holds ``margin``.
     """
-    groups = grouped_records(records)
-    attribution = attribution_names(record for group in groups.values() for record in group)
-    rows = [_group_row(key, group, attribution) for key, group in groups.items()]
+    groups = grouped_cells(cells)
+    attribution = attribution_names(cells)
+    rows = [_group_row(group, attribution) for group in groups]
     frame = pd.DataFrame(rows, columns=_frame_columns(attribution))
     frame["rank"] = rank_within_groups(frame)
+    frame = pd.concat(
+        [frame, comparison_frame(cells, groups, margin), coreset_size_frame(cells, groups)], axis=1
+    )
+    stored = frame[frame["kind"] != BOUND]
+    within = [group.index.to_numpy() for _, group in stored.groupby(["task", "retention"], sort=False)]
+    methods = [group.index.to_numpy() for _, group in stored.groupby(["method", "kind"], sort=False)]
+    low, high, method_low, method_high = rank_intervals(groups, within, methods)
+    frame["rank_low"], frame["rank_high"] = low, high
+    frame["mean_rank_low"], frame["mean_rank_high"] = math.nan, math.nan
+    for members, lowest, highest in zip(methods, method_low, method_high, strict=True):
+        frame.loc[members, ["mean_rank_low", "mean_rank_high"]] = lowest, highest
+    frame.attrs["equivalence_margin"] = margin
     return frame
 
 
 def rank_within_groups(frame: pd.DataFrame) -> pd.Series:
     """Rank of final accuracy (1 = best; ties share the best rank) within task × retention; NaN for bounds."""
-    stored = frame[frame["kind"] != "bound"]
+    stored = frame[frame["kind"] != BOUND]
     ranks = stored.groupby(["task", "retention"])["final_accuracy_mean"].rank(ascending=False, method="min")
     return ranks.reindex(frame.index)
 
 
 def overall_rank_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method: its mean rank over every task × retention it ran at, best first."""
-    stored = frame[frame["kind"] != "bound"]
+    """Per method: its mean rank over every task × retention it ran at, best first, with the bootstrap
+    interval of that mean rank (``mean_rank_low``/``_high``; NaN where the frame has none)."""
+    stored = frame[frame["kind"] != BOUND]
+    stored = stored.assign(
+        **{column: stored.get(column, math.nan) for column in ("mean_rank_low", "mean_rank_high")}
+    )
     overall = (
         stored.groupby(["method", "kind"], as_index=False)
-        .agg(mean_rank=("rank", "mean"), groups=("rank", "size"), tasks=("task", "nunique"))
+        .agg(
+            mean_rank=("rank", "mean"),
+            mean_rank_low=("mean_rank_low", "first"),
+            mean_rank_high=("mean_rank_high", "first"),
+            groups=("rank", "size"),
+            tasks=("task", "nunique"),
+        )
         .sort_values(["mean_rank", "method"], ignore_index=True)
     )
     overall.insert(0, "overall_rank", overall["mean_rank"].rank(method="min").astype(int))
@@ -256,7 +225,7 @@ def overall_rank_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
             str(row["overall_rank"]),
             markup.escape(row["method"]),
             row["kind"],
-            f"{row['mean_rank']:.2f}",
+            format_mean_rank(row["mean_rank"], row["mean_rank_low"], row["mean_rank_high"]),
             str(row["groups"]),
             str(row["tasks"]),
         ]
@@ -264,7 +233,14 @@ def overall_rank_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
     ]
 
 
-OVERALL_HEADERS = ["Overall rank", "Method", "Kind", "Mean rank", "Task × retention groups", "Tasks"]
+OVERALL_HEADERS = ["Overall rank", "Method", "Kind", "Mean rank [95% CI]", "Task × retention groups", "Tasks"]
+
+
+def format_mean_rank(mean: float, low: float, high: float, dash: str = "–") -> str:
+    """``"2.33 [1.7–4.0]"``; ``"2.33"`` without an interval."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.1f}{dash}{high:.1f}]"
 
 
 def _frame_columns(attribution: Sequence[str]) -> list[str]:
@@ -284,6 +260,7 @@ def _frame_columns(attribution: Sequence[str]) -> list[str]:
         "learned",
         "bytes_used_mean",
         "bytes_allowed",
+        "coverage_min",  # min over seeds of records.cell_frame's coverage; NaN without class counts
         *(f"{ATTRIBUTION_PREFIX}{name}_mean" for name in attribution),
         "grid",
         "seed_values",
@@ -292,20 +269,20 @@ def _frame_columns(attribution: Sequence[str]) -> list[str]:
     ]
 
 
-def failed_frame(records: Iterable[Record]) -> pd.DataFrame:
+def failed_frame(cells: pd.DataFrame) -> pd.DataFrame:
     """Failed cells (a cell that also finished in another folder is not listed), error on one line."""
-    failed = [record for record in unique_records(records) if record["status"] == FAILED]
+    failed = failed_cells(cells)
     rows = [
         {
-            "task": record["config"]["task"],
-            "method": record["config"]["method"],
-            "retention": record["config"].get("retention"),
-            "token_fraction": record["config"].get("token_fraction"),
-            "seed": record["config"].get("seed"),
-            "error": " ".join(str(record.get("error") or "").split()),
-            "config_hash": record["config_hash"],
+            "task": row["task"],
+            "method": row["method"],
+            "retention": None if math.isnan(row["retention"]) else row["retention"],
+            "token_fraction": row["token_fraction"],
+            "seed": row["seed"],
+            "error": " ".join(str(row["error"] or "").split()),
+            "config_hash": row["config_hash"],
         }
-        for record in failed
+        for _, row in failed.iterrows()
     ]
     columns = ["task", "method", "retention", "token_fraction", "seed", "error", "config_hash"]
     return pd.DataFrame(rows, columns=columns).sort_values(["task", "method", "seed"], ignore_index=True)
@@ -313,7 +290,7 @@ def failed_frame(records: Iterable[Record]) -> pd.DataFrame:
 
 def best_final_mask(frame: pd.DataFrame) -> pd.Series:
     """True for the best final accuracy of each task × retention (bounds excluded; ties all best)."""
-    stored = frame["kind"] != "bound"
+    stored = frame["kind"] != BOUND
     best = frame[stored].groupby(["task", "retention"])["final_accuracy_mean"].transform("max")
     return (frame["final_accuracy_mean"] == best.reindex(frame.index)) & stored
 
@@ -348,6 +325,7 @@ class Markup:
     bold: Callable[[str], str]
     escape: Callable[[str], str]
     dagger: str
+    coverage_mark: str  # after a final accuracy whose memory missed a class (``COVERAGE_NOTE``)
     plus_minus: str
     percent: str
     missing: str
@@ -357,39 +335,10 @@ MARKDOWN = Markup(
     bold=lambda text: f"**{text}**",
     escape=lambda text: text.replace("|", "\\|"),
     dagger=" †",
+    coverage_mark=" ‡",
     plus_minus="±",
     percent="%",
     missing=MISSING,
-)
-
-LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-}
-
-
-def escape_latex(text: str) -> str:
-    """Text-mode escapes; ``+`` and ``-`` are not special in text mode and stay as they are."""
-    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
-
-
-LATEX = Markup(
-    bold=lambda text: f"\\textbf{{{text}}}",
-    escape=escape_latex,
-    dagger=r"$^\dagger$",
-    plus_minus=r"$\pm$",
-    percent=r"\%",
-    missing="--",
 )
 
 
@@ -406,7 +355,11 @@ def table_headers(frame: pd.DataFrame) -> list[str]:
         "Tokens kept",
         "Seeds",
         "Final accuracy",
-        "Rank",
+        "Rank [95% CI]",
+        "Compared with",
+        "Difference [95% CI]",
+        "Verdict",
+        "Coreset size matched",
         "Forgetting",
         "Diagonal",
         "Memory used / allowed",
@@ -418,8 +371,28 @@ def _attribution_columns(frame: pd.DataFrame) -> list[str]:
     return [column for column in frame.columns if column.startswith(ATTRIBUTION_PREFIX)]
 
 
-def _fraction(value: float, markup: Markup) -> str:
+def _fraction(value: Any, markup: Markup) -> str:
+    if is_auto(value):
+        return markup.missing  # the method label says "[t=auto]"
     return markup.missing if math.isnan(value) else f"{value * 100:g}{markup.percent}"
+
+
+def format_rank(rank: float, low: float, high: float, missing: str) -> str:
+    """``"3 [1–6]"`` (the interval's ends rounded outward); ``"3"`` without an interval."""
+    if math.isnan(rank):
+        return missing
+    if math.isnan(low) or math.isnan(high):
+        return str(int(rank))
+    return f"{int(rank)} [{math.floor(low)}–{math.ceil(high)}]"
+
+
+def format_verdict(row: pd.Series, missing: str) -> str:
+    """``"worse (p = 0.012)"``: the verdict and its Holm-adjusted p-value (of the TOST for "equivalent")."""
+    verdict = row["verdict"]
+    if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)):
+        return missing
+    p_value = row["p_equivalence_holm"] if verdict == EQUIVALENT else row["p_holm"]
+    return verdict if math.isnan(p_value) else f"{verdict} ({format_p(p_value)})"
 
 
 def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Sequence[str]) -> list[str]:
@@ -431,7 +404,9 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
     )
     final = markup.bold(final) if is_best else final
     final += "" if row["learned"] else markup.dagger
-    stored = row["kind"] != "bound"
+    final += markup.coverage_mark if row["coverage_min"] < 1.0 else ""
+    stored = row["kind"] != BOUND
+    compared = row["reference"] is not None
     return [
         markup.escape(row["task"]),
         markup.escape(row["method"]),
@@ -440,7 +415,22 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
         _fraction(row["token_fraction"], markup) if stored else markup.missing,
         str(row["seeds"]),
         final,
-        markup.missing if math.isnan(row["rank"]) else str(int(row["rank"])),
+        format_rank(row["rank"], row["rank_low"], row["rank_high"], markup.missing),
+        markup.escape(row["reference"]) if compared else markup.missing,
+        format_interval(
+            row["difference_mean"], row["difference_low"], row["difference_high"], missing=markup.missing
+        ),
+        markup.escape(format_verdict(row, markup.missing)),
+        markup.escape(
+            format_ratio(
+                row["coreset_size_ratio"],
+                row["coreset_size_low"],
+                row["coreset_size_high"],
+                row["coreset_size_position"],
+                row["coreset_size_low_clipped"],
+                row["coreset_size_high_clipped"],
+            )
+        ),
         format_mean_ci(
             row["forgetting_mean"], row["forgetting_ci"], plus_minus=markup.plus_minus, missing=markup.missing
         ),
@@ -459,11 +449,14 @@ def display_rows(frame: pd.DataFrame, markup: Markup) -> list[list[str]]:
     return [_display_row(row, bool(best[index]), markup, attribution) for index, row in frame.iterrows()]
 
 
+TEXT_COLUMNS = frozenset({"Task", "Method", "Kind", "Compared with", "Verdict"})
+
+
 def _column_alignment(frame: pd.DataFrame) -> list[str]:
-    return ["left", "left", "left", *["right"] * (len(table_headers(frame)) - 3)]
+    return ["left" if header in TEXT_COLUMNS else "right" for header in table_headers(frame)]
 
 
-def _metric_notes(frame: pd.DataFrame) -> list[str]:
+def metric_notes(frame: pd.DataFrame) -> list[str]:
     """Tasks whose matrix holds another metric than accuracy (captioning: CIDEr) are named."""
     other = frame[frame["metric"] != ACCURACY] if "metric" in frame else frame.iloc[0:0]
     notes = []
@@ -476,6 +469,22 @@ def _metric_notes(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
+def statistics_note(margin: float) -> str:
+    """What the rank, comparison and coreset-size columns mean (one paragraph)."""
+    return (
+        "Rank: within task × retention, with a 95% percentile-bootstrap interval over seeds. Compared "
+        "with: a core tokenset against the coreset of its own sample selector, another coreset against "
+        "the random coreset, in the same setting at the same bytes, paired by seed; Difference: this row "
+        "− that one, mean and Student-t 95% CI. Verdict (p-values Holm-adjusted over this table): "
+        f"equivalent where a paired TOST shows the difference within ±{margin:g}, else better or worse "
+        "where a paired t-test rejects no difference, else inconclusive (also with fewer than 2 seeds). "
+        "Coreset size matched: the tokenset performs like a coreset of its own sample selector with k "
+        "times its bytes (× k, read off that coreset's accuracy-vs-bytes curve in log bytes; 95% "
+        "bootstrap CI over seeds); ≤ or ≥: beyond the curve's range, so a bound. The seed paper reports "
+        "k = 2–10 for a 1% core tokenset."
+    )
+
+
 def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     table = tabulate(
         display_rows(frame, MARKDOWN),
@@ -486,12 +495,15 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
     )
     notes = [
         "Mean ± Student-t 95% confidence interval over seeds (±– with one seed). "
-        "Bold: best final accuracy per task and retention (bounds excluded); Rank: its rank there. "
-        "Memory: bytes stored / bytes the retention allows.",
+        "Bold: best final accuracy per task and retention (bounds excluded). Memory: bytes stored / "
+        "bytes the retention allows.",
+        statistics_note(frame.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)),
     ]
     if not frame["learned"].all():
         notes.append(f"† {NOT_LEARNED_NOTE}")
-    notes += _metric_notes(frame)
+    if coverage_short(frame).any():
+        notes.append(f"‡ {COVERAGE_NOTE}")
+    notes += metric_notes(frame)
     overall = tabulate(
         overall_rank_rows(frame, MARKDOWN),
         headers=OVERALL_HEADERS,
@@ -500,83 +512,12 @@ def leaderboard_markdown(frame: pd.DataFrame, caption: str) -> str:
         colalign=["right", "left", "left", "right", "right", "right"],
     )
     overall_note = (
-        "Mean of a method's ranks over every task × retention it ran at (lower is better); where a grid "
-        "excludes methods from a task, that task's groups hold fewer methods."
+        "Mean of a method's ranks over every task × retention it ran at (lower is better), with its 95% "
+        "percentile-bootstrap interval over seeds; where a grid excludes methods from a task, that task's "
+        "groups hold fewer methods."
     )
     sections = ["# Leaderboard", caption, table, *notes, "## Overall rank", overall, overall_note]
     return "\n\n".join(sections) + "\n"
-
-
-def leaderboard_latex(frame: pd.DataFrame, caption: str) -> str:
-    """A ``table*`` with a booktabs tabular (needs ``\\usepackage{booktabs}``)."""
-    headers = [escape_latex(header) for header in table_headers(frame)]
-    spec = "lll" + "r" * (len(headers) - 3)
-    body: list[str] = []
-    previous_task = None
-    for task, cells in zip(frame["task"], display_rows(frame, LATEX), strict=True):
-        if previous_task is not None and task != previous_task:
-            body.append(r"\midrule")
-        body.append(" & ".join(cells) + r" \\")
-        previous_task = task
-    notes = (
-        r"Mean $\pm$ Student-t 95\% confidence interval over seeds. "
-        r"Bold: best final accuracy per task and retention (bounds excluded)."
-    )
-    if not frame["learned"].all():
-        notes += r" $^\dagger$ " + escape_latex(NOT_LEARNED_NOTE[0].upper() + NOT_LEARNED_NOTE[1:])
-    notes += "".join(" " + escape_latex(note) for note in _metric_notes(frame))
-    lines = [
-        r"% Generated by reports.leaderboard; needs \usepackage{booktabs}.",
-        r"\begin{table*}[t]",
-        r"\centering",
-        r"\footnotesize",
-        rf"\caption{{Leaderboard. {escape_latex(caption)}}}",
-        r"\label{tab:leaderboard}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(headers) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\par\smallskip",
-        rf"{{\scriptsize {notes}}}",
-        r"\end{table*}",
-        *overall_rank_latex(frame, caption),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def overall_rank_latex(frame: pd.DataFrame, caption: str) -> list[str]:
-    """A second, small booktabs table: the overall rank of each method."""
-    body = [" & ".join(cells) + r" \\" for cells in overall_rank_rows(frame, LATEX)]
-    return [
-        "",
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\footnotesize",
-        rf"\caption{{Overall rank: mean rank of final accuracy over task $\times$ retention. "
-        rf"{escape_latex(caption)}}}",
-        r"\label{tab:overall-rank}",
-        r"\begin{tabular}{rllrrr}",
-        r"\toprule",
-        " & ".join(escape_latex(header) for header in OVERALL_HEADERS) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-
-
-def write_tables(frame: pd.DataFrame, out_dir: Path, caption: str | None = None) -> list[Path]:
-    """``leaderboard.md`` and ``leaderboard.tex`` in ``out_dir``; caption defaults to ``caption_for``."""
-    caption = caption_for(frame) if caption is None else caption
-    markdown_path = out_dir / "leaderboard.md"
-    latex_path = out_dir / "leaderboard.tex"
-    write_text_atomic(markdown_path, leaderboard_markdown(frame, caption))
-    write_text_atomic(latex_path, leaderboard_latex(frame, caption))
-    return [markdown_path, latex_path]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -1,19 +1,19 @@
 """Regime-map figures: heat maps of the core tokenset − coreset difference over pairs of swept axes,
 and accuracy against token fraction at fixed bytes beside accuracy on partial test inputs.
 
-Drawn like ``reports.figures``: ``matplotlib.figure.Figure`` on the Agg canvas, paper style, seaborn
-palettes; the caller saves them (``reports.figures.save_figure``) under ``PAPER_STYLE``.
+Drawn like ``reports.figures`` (``reports.style``); each comes as a ``Drawn`` (the figure and its caption),
+which the caller saves (``style.save_figure``) under ``PAPER_STYLE``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -21,14 +21,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from reports.figures import CAPTION_FONT_SIZE, COLUMN_WIDTH_INCHES, NARROW_WRAP_CHARS, file_slug
-from reports.leaderboard import Record
+from benchmark.config import DEFAULT_EQUIVALENCE_MARGIN
+from reports.records import is_auto
 from reports.regime_table import (
-    AUTO,
     CORESET,
     TOKEN_FRACTION,
     TOKENSET,
     Cell,
+    axis_text,
+    axis_value_text,
     best_candidate,
     display_value,
     fraction_order,
@@ -36,10 +37,20 @@ from reports.regime_table import (
     value_order,
     varying_axes,
 )
-from reports.stats import mean_ci
+from reports.stats import BETTER, EQUIVALENT, WORSE, mean_ci
+from reports.style import (
+    COLUMN_WIDTH_INCHES,
+    TEXT_WIDTH_INCHES,
+    Drawn,
+    file_slug,
+    percent,
+    place_legend,
+    sequential_styles,
+)
 
 HEATMAP_CMAP = "vlag"  # diverging, blue (coreset better) – white (0) – red (core tokenset better)
 SIGNIFICANT_MARK = "*"
+VERDICT_MARKS = {BETTER: SIGNIFICANT_MARK, WORSE: SIGNIFICANT_MARK, EQUIVALENT: "="}
 LINE_STYLES = ("-", "--", ":", "-.")
 RANKING_COLORS = {"random": "0.35", "oracle": sns.color_palette("colorblind")[1]}
 
@@ -65,6 +76,11 @@ def most_common(values: Iterable[Any]) -> Any:
 T = TypeVar("T")
 
 
+def settings_text(fixed: dict[str, Any]) -> str:
+    """``object size 0.35, replay of kept tokens drop``."""
+    return ", ".join(f"{axis_text(axis)} {axis_value_text(axis, value)}" for axis, value in fixed.items())
+
+
 def fix_at_most_common(
     items: Sequence[T], axes: Sequence[str], value_of: Callable[[T, str], Any]
 ) -> tuple[list[T], dict[str, Any]]:
@@ -76,23 +92,34 @@ def fix_at_most_common(
     return kept, fixed
 
 
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    """One of each value as displayed (None and NaN are one), in ``value_order``."""
+    found: dict[str, Any] = {}
+    for value in values:
+        found.setdefault(display_value(value), value)
+    return sorted(found.values(), key=value_order)
+
+
 def heatmap_grid(
     rows: pd.DataFrame, row_axis: str, column_axis: str
 ) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """(row values, column values, mean differences [r, c] NaN where not run, CI-excludes-0 flags)."""
-    row_values = sorted(set(rows[row_axis]), key=value_order)
-    column_values = sorted(set(rows[column_axis]), key=value_order)
+    """(row values, column values, mean differences [r, c] NaN where not run, verdicts [r, c])."""
+    row_values, column_values = _distinct(rows[row_axis]), _distinct(rows[column_axis])
+    row_keys, column_keys = [display_value(v) for v in row_values], [display_value(v) for v in column_values]
     values = np.full((len(row_values), len(column_values)), np.nan)
-    flags = np.zeros(values.shape, dtype=bool)
-    for _, row in rows.iterrows():
-        i, j = row_values.index(row[row_axis]), column_values.index(row[column_axis])
+    verdicts = np.full(values.shape, "", dtype=object)
+    for _, row in rows.iterrows():  # matched as displayed: a setting left to its default is None or NaN
+        i, j = (
+            row_keys.index(display_value(row[row_axis])),
+            column_keys.index(display_value(row[column_axis])),
+        )
         values[i, j] = row["difference_mean"]
-        flags[i, j] = bool(row["excludes_zero"])
-    return row_values, column_values, values, flags
+        verdicts[i, j] = row["verdict"]
+    return row_values, column_values, values, verdicts
 
 
-def draw_heatmap(rows: pd.DataFrame, row_axis: str, column_axis: str, title: str) -> Figure:
-    row_values, column_values, values, flags = heatmap_grid(rows, row_axis, column_axis)
+def draw_heatmap(rows: pd.DataFrame, row_axis: str, column_axis: str) -> Figure:
+    row_values, column_values, values, verdicts = heatmap_grid(rows, row_axis, column_axis)
     finite = np.abs(values[np.isfinite(values)])
     limit = max(float(finite.max()) if finite.size else 0.0, 0.01)
     width = min(max(1.6 + 0.55 * len(column_values), COLUMN_WIDTH_INCHES), 2 * COLUMN_WIDTH_INCHES)
@@ -102,8 +129,8 @@ def draw_heatmap(rows: pd.DataFrame, row_axis: str, column_axis: str, title: str
     sns.heatmap(
         pd.DataFrame(
             values,
-            index=[display_value(v) for v in row_values],
-            columns=[display_value(v) for v in column_values],
+            index=[axis_value_text(row_axis, v) for v in row_values],
+            columns=[axis_value_text(column_axis, v) for v in column_values],
         ),
         ax=axes,
         cmap=HEATMAP_CMAP,
@@ -112,39 +139,39 @@ def draw_heatmap(rows: pd.DataFrame, row_axis: str, column_axis: str, title: str
         vmax=limit,
         linewidths=0.4,
         linecolor="white",
-        cbar_kws={"label": "Δ final accuracy"},
+        cbar_kws={"label": "Δ final accuracy (tokenset − coreset)"},
     )
     for (i, j), value in np.ndenumerate(values):
         if math.isnan(value):
             continue
-        significant = bool(flags[i, j])
+        mark = VERDICT_MARKS.get(str(verdicts[i, j]), "")
         axes.text(
             j + 0.5,
             i + 0.5,
-            f"{value:+.3f}{SIGNIFICANT_MARK if significant else ''}",
+            f"{value:+.3f}{mark}",
             ha="center",
             va="center",
             fontsize=6,
-            fontweight="bold" if significant else "normal",
+            fontweight="bold" if mark == SIGNIFICANT_MARK else "normal",
         )
-    axes.set_xlabel(column_axis)
-    axes.set_ylabel(row_axis)
+    axes.set_xlabel(axis_text(column_axis))
+    axes.set_ylabel(axis_text(row_axis))
     axes.tick_params(axis="y", labelrotation=0)
     axes.tick_params(length=0)
-    figure.suptitle(textwrap.fill(title, NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25")
     return figure
 
 
-def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, str]]) -> dict[str, Figure]:
+def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, str]]) -> dict[str, Drawn]:
     """One heat map per task and pair of axes that both vary among that task's rows of ``table``.
 
     Cells: mean difference core tokenset − coreset (``difference_mean``), diverging colours centred
-    at 0, the value written in each cell, bold with a star where its 95% CI excludes 0. Every other
-    axis that varies is fixed at its most common value (named in the title). ``table`` is a
-    ``regime_table`` (per token fraction when a pair names ``token_fraction``). Keys: file-name
-    stems, ``<task>_<row axis>_x_<column axis>``.
+    at 0, the value written in each cell, bold with a star where the verdict is better or worse and
+    "=" where it is equivalent (``regime_table``). Every other axis that varies is fixed at its most
+    common value (named in the caption). ``table`` is a ``regime_table`` (per token fraction when a
+    pair names ``token_fraction``). Keys: file-name stems, ``<task>_<row axis>_x_<column axis>``.
     """
-    figures: dict[str, Figure] = {}
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    figures: dict[str, Drawn] = {}
     for task in sorted(set(table["task"])):
         rows = table[table["task"] == task]
         varying = varying_axes(rows)
@@ -154,16 +181,19 @@ def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, st
             others = [axis for axis in varying if axis not in (row_axis, column_axis)]
             records = rows.to_dict("records")
             kept, fixed = fix_at_most_common(records, others, lambda row, axis: row[axis])
-            settings = ", ".join(f"{axis}={display_value(value)}" for axis, value in fixed.items())
-            title = (
-                f"{task}: final accuracy of the best core tokenset − the best coreset at equal bytes, "
-                f"mean over seeds; {SIGNIFICANT_MARK} bold: 95% CI excludes 0. "
+            settings = ", ".join(
+                f"{axis_text(axis)} {axis_value_text(axis, value)}" for axis, value in fixed.items()
+            )
+            caption = (
+                f"{task}: final accuracy of the best core tokenset − the best coreset at equal bytes, mean "
+                f"over seeds, by {axis_text(row_axis)} and {axis_text(column_axis)}. Bold with "
+                f"{SIGNIFICANT_MARK}: the tokenset is better or worse (paired t-test, Holm-adjusted over the "
+                f"table); =: equivalent within ±{margin:g} (paired TOST); unmarked: inconclusive. "
                 + (f"Fixed at their most common value: {settings}." if settings else "No other axis varies.")
             )
             key = file_slug(f"{task}_{row_axis}_x_{column_axis}")
-            figures[key] = draw_heatmap(
-                pd.DataFrame(kept, columns=rows.columns), row_axis, column_axis, title
-            )
+            figure = draw_heatmap(pd.DataFrame(kept, columns=rows.columns), row_axis, column_axis)
+            figures[key] = Drawn(figure, caption)
     return figures
 
 
@@ -172,17 +202,17 @@ def draw_regime_heatmaps(table: pd.DataFrame, axes_pairs: Sequence[tuple[str, st
 
 def realized_fraction(cell: Cell) -> float:
     """The mean token fraction a cell used over its tasks (for "auto"); NaN when not recorded."""
-    per_task = cell.record.get("token_fraction_per_task")
+    per_task = [value for value in cell.token_fraction_per_task if value is not None]
     if per_task:
         return float(np.mean(per_task))
-    return math.nan if cell.token_fraction == AUTO else float(cell.token_fraction)
+    return math.nan if is_auto(cell.token_fraction) else float(cell.token_fraction)
 
 
 def partial_accuracy_frame(cells: Sequence[Cell]) -> pd.DataFrame:
     """Per cell, ranking and t: the mean over tasks of the last row of its partial-input matrix."""
     rows = []
     for cell in cells:
-        for ranking, matrices in (cell.record.get("partial_input_accuracy") or {}).items():
+        for ranking, matrices in (cell.partial_input_accuracy or {}).items():
             for fraction, matrix in matrices.items():
                 if matrix:
                     rows.append(
@@ -213,25 +243,27 @@ def _log2_axis(axes, fractions: Sequence[float]) -> None:
 
 def _accuracy_panel(axes, cells: Sequence[Cell]) -> None:
     retentions = sorted({dict(c.regime)["retention"] for c in cells})
-    colors = dict(zip(retentions, sns.color_palette("rocket", n_colors=len(retentions) + 1)[1:], strict=True))
+    retention_styles = dict(zip(retentions, sequential_styles(len(retentions)), strict=True))
     tokensets = [c for c in cells if c.kind == TOKENSET]
     methods = sorted({c.method for c in tokensets})
     styles = {method: LINE_STYLES[index % len(LINE_STYLES)] for index, method in enumerate(methods)}
     fractions: list[float] = []
     for retention in retentions:
-        color = colors[retention]
+        color, marker = retention_styles[retention].color, retention_styles[retention].marker
         for method in methods:
             at = [c for c in tokensets if c.method == method and dict(c.regime)["retention"] == retention]
-            numeric = sorted({c.token_fraction for c in at if c.token_fraction != AUTO}, key=fraction_order)
+            numeric = sorted(
+                {c.token_fraction for c in at if not is_auto(c.token_fraction)}, key=fraction_order
+            )
             stats = [mean_ci(c.accuracy for c in at if c.token_fraction == t) for t in numeric]
             mean = np.array([s[0] for s in stats])
             half = np.nan_to_num(np.array([s[1] for s in stats]))
-            label = f"r={retention * 100:g}%" + (f" {method}" if len(methods) > 1 else "")
+            label = f"retention {percent(retention)}" + (f", {method}" if len(methods) > 1 else "")
             if numeric:
-                axes.plot(numeric, mean, marker="o", linestyle=styles[method], color=color, label=label)
+                axes.plot(numeric, mean, marker=marker, linestyle=styles[method], color=color, label=label)
                 axes.fill_between(numeric, mean - half, mean + half, color=color, alpha=0.18, linewidth=0)
                 fractions += numeric
-            auto = [c for c in at if c.token_fraction == AUTO]
+            auto = [c for c in at if is_auto(c.token_fraction)]
             where = float(np.nanmean([realized_fraction(c) for c in auto])) if auto else math.nan
             if auto and not math.isnan(where):
                 auto_mean, auto_half = mean_ci(c.accuracy for c in auto)
@@ -258,9 +290,8 @@ def _accuracy_panel(axes, cells: Sequence[Cell]) -> None:
             )
             fractions.append(1.0)
     _log2_axis(axes, fractions)
-    axes.set_xlabel("token fraction t (fixed bytes)")
+    axes.set_xlabel("token fraction t: share of each kept sample's tokens (bytes fixed)")
     axes.set_ylabel("final average accuracy")
-    axes.set_title("stored memory: ○ core tokenset, □ best coreset (t = 1), ★ auto (mean t)", fontsize=6)
 
 
 def _partial_panel(axes, cells: Sequence[Cell]) -> None:
@@ -290,11 +321,11 @@ def _partial_panel(axes, cells: Sequence[Cell]) -> None:
     _log2_axis(axes, partial[TOKEN_FRACTION].tolist())
     axes.set_xlabel("fraction t of each test image's tokens seen")
     axes.set_ylabel("test accuracy after the last task")
-    axes.set_title("partial inputs: mean over tasks, ± 95% CI over cells", fontsize=6)
+    axes.set_title("accuracy on partial test inputs (mean over tasks, 95% CI over cells)", fontsize=6)
     axes.legend(frameon=False, fontsize=6)
 
 
-def draw_accuracy_vs_t(records: Iterable[Record], task: str | None = None) -> Figure | None:
+def draw_accuracy_vs_t(frame: pd.DataFrame, task: str | None = None) -> Drawn | None:
     """Left: final accuracy against token fraction t at fixed bytes, a line per retention (and per core
     tokenset method when several), mean ± 95% CI over seeds; the best coreset is the t = 1 square and
     "auto" a star at the mean t it used (``token_fraction_per_task``). Right: accuracy on partial test
@@ -304,24 +335,34 @@ def draw_accuracy_vs_t(records: Iterable[Record], task: str | None = None) -> Fi
     ``task``: which task (default: the first, by name, with a core tokenset); None when no core
     tokenset of it ran.
     """
-    cells = regime_cells(records)
+    cells = regime_cells(frame)
     tasks = sorted({dict(c.regime)["task"] for c in cells if c.kind == TOKENSET})
     task = task if task is not None else (tasks[0] if tasks else None)
     cells = [c for c in cells if dict(c.regime)["task"] == task]
     if task is None or not any(c.kind == TOKENSET for c in cells):
         return None
     cells, fixed = _fixed_regime(cells)
-    figure = Figure(figsize=(2 * COLUMN_WIDTH_INCHES, 3.0), layout="constrained")
+    figure = Figure(figsize=(TEXT_WIDTH_INCHES, 2.6), layout="constrained")
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
     _accuracy_panel(left, cells)
     _partial_panel(right, cells)
     handles, labels = left.get_legend_handles_labels()
-    if handles:
-        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
-    settings = ", ".join(f"{axis}={display_value(value)}" for axis, value in fixed.items())
-    text = f"{task}: accuracy against the token fraction t, mean ± 95% CI over seeds." + (
-        f" Fixed at their most common value: {settings}." if settings else ""
+    square = matplotlib.lines.Line2D(
+        [], [], linestyle="none", marker="s", markerfacecolor="white", color="0.3", markersize=5
     )
-    figure.suptitle(textwrap.fill(text, 2 * NARROW_WRAP_CHARS), fontsize=CAPTION_FONT_SIZE, color="0.25")
-    return figure
+    star = matplotlib.lines.Line2D([], [], linestyle="none", marker="*", color="0.3", markersize=6)
+    place_legend(
+        figure,
+        [*handles, square, star],
+        [*labels, "best coreset (t = 1)", "t = auto, at the mean t it chose"],
+    )
+    settings = settings_text(fixed)
+    text = (
+        f"{task}. Left: final accuracy against the token fraction t at fixed memory bytes (a line per "
+        "retention), mean and Student-t 95% CI over seeds; the square is the best coreset (t = 1), the star "
+        "t = auto at the mean t it chose. Right: accuracy after the last task on test inputs reduced to a "
+        "share t of their tokens, chosen at random or by the ground-truth mask (oracle)."
+        + (f" Fixed at their most common value: {settings}." if settings else "")
+    )
+    return Drawn(figure, text)

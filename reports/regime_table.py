@@ -5,14 +5,20 @@ the seed: the task and its parameters (``modes_per_class``, ``object_scale``, ``
 …), the retention (the byte budget) and every ``[train]`` setting (``train.replay``,
 ``train.pretrain_token_dropout``, ``train.input_dropout``, …). Regime axes are named by the task
 parameter itself, ``retention``, ``train.<setting>`` and, for any other table of the config,
-``<table>.<key>``. Per regime the table compares the coreset (``token_selector`` None; bounds left
-out) and the core tokenset (any token fraction, ``"auto"`` included) with the best mean final
-accuracy over seeds, paired by seed.
+``<table>.<key>``. Per regime the table compares the best coreset (``token_selector`` None; bounds
+left out) and the best core tokenset (any token fraction, ``"auto"`` included), paired by seed.
+
+Which is "best" is never decided on the test set where it need not be (issue 18): where every cell of
+a regime has a validation score (protocol 2, ``validation_final_accuracy``), each side's method and t
+are chosen by mean validation final accuracy and the two compared on test, with verdicts Holm-adjusted
+over those rows (the *tuned Δ*, ``chosen_on`` = ``"validation"``). Protocol-1 records have no
+validation slice: their rows are chosen on test and are *exploratory* (``chosen_on`` = ``"test"``,
+verdict ``"exploratory"``, p-values Holm-adjusted within those rows but no verdict): the pre-declared
+comparisons with verdicts are the leaderboard's (``reports.comparisons``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -23,23 +29,31 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.config import LATER_TASK_PARAMS, LATER_TRAIN_FIELDS
-from reports.leaderboard import Record, finished_records, method_kind, varying_keys
-from reports.stats import format_mean_ci, mean_ci
-
-AUTO = "auto"
-TOKEN_FRACTION = "token_fraction"
-# Config keys that name the memory method or the repetition, not the regime.
-NOT_REGIME = frozenset(
-    {"grid", "method", "sample_selector", "token_selector", "selector_params", "token_selector_params"}
-    | {TOKEN_FRACTION, "seed"}
+from reports.records import (
+    BOUND,
+    CORESET,
+    TOKENSET,
+    fraction_order,
+    is_auto,
+    with_coreset_stand_ins,
 )
-# Options added after records were first written, with the value that reproduces the older behaviour:
-# a record without the key ran at that value, so it joins the regime of records that name it.
-LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "train": dict(LATER_TRAIN_FIELDS),
-    "task_params": dict(LATER_TASK_PARAMS),
-}
+from reports.stats import (
+    BETTER,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    EQUIVALENT,
+    WORSE,
+    PairedTest,
+    format_interval,
+    format_mean_ci,
+    format_p,
+    mean_ci,
+    paired_test,
+    verdicts,
+)
+
+Row = dict[str, Any]  # one output row, column → value
+
+TOKEN_FRACTION = "token_fraction"
 RESULT_COLUMNS = (
     "coreset",
     "coreset_mean",
@@ -53,131 +67,75 @@ RESULT_COLUMNS = (
     "difference_ci",
     "ci_low",
     "ci_high",
-    "excludes_zero",
-    "winner",
+    "p_value",
+    "p_holm",
+    "p_equivalence",
+    "p_equivalence_holm",
+    "verdict",
     "bytes_allowed",
     "equal_bytes",
+    "chosen_on",  # VALIDATION or TEST: what picked each side's best method and t
 )
-CORESET, TOKENSET = "coreset", "core tokenset"
-# [train] settings that change what is measured or where, not what is learned: not regime axes.
-MEASUREMENT_ONLY = frozenset({"train.partial_inputs", "train.eval_batch_size", "train.device"})
-# A coreset stores whole samples and has no input dropout: the replay mode never changes what it
-# feeds the model, so one coreset record stands for every replay mode a grid sweeps (regimes.toml
-# does not rerun coresets under replay = "mask").
-CORESET_INDEPENDENT = "train.replay"
-NEITHER = "neither (CI spans 0)"
+VALIDATION, TEST = "validation", "test"
+EXPLORATORY = "exploratory"  # the verdict column of a row chosen on test: no verdict
+# Regime axes in words, for tables and figures (others: the key without "train." and underscores).
+AXIS_NAMES = {
+    "task": "task",
+    "retention": "retention",
+    TOKEN_FRACTION: "token fraction t",
+    "object_scale": "object size",
+    "modes_per_class": "modes per class",
+    "boundary_overlap": "boundary overlap",
+    "train.replay": "replay of kept tokens",
+    "train.input_dropout": "input dropout",
+    "train.pretrain_token_dropout": "backbone token dropout",
+}
+AXIS_SHORT_NAMES = {  # for a table column's header
+    **AXIS_NAMES,
+    TOKEN_FRACTION: "$t$",
+    "modes_per_class": "modes",
+    "train.replay": "replay",
+    "train.pretrain_token_dropout": "backbone dropout",
+}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One finished coreset or core-tokenset record, as the regime map sees it."""
+    """One finished coreset or core-tokenset cell, as the regime map sees it."""
 
     regime: tuple[tuple[str, Any], ...]  # (axis, value) in axis order; values hashable
     kind: str  # CORESET or TOKENSET
     method: str  # label: the method, plus its selector parameters where they vary
-    token_fraction: float | str  # a float, or "auto"; 1.0 for coresets
+    token_fraction: float | str  # a float, or AUTO; 1.0 for coresets
     seed: int
     accuracy: float
     bytes_allowed: float  # NaN when not recorded
-    record: Record
+    validation: float = math.nan  # final average accuracy on the validation slices (protocol 2), or NaN
+    token_fraction_per_task: tuple[float | None, ...] = ()  # the t used per task, where recorded
+    partial_input_accuracy: dict[str, dict[str, list[list[float]]]] | None = None  # ranking → t → matrix
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return value
-
-
-def regime_of(config: Record) -> dict[str, Any]:
-    """The regime axes of a cell's config, in a fixed order: task, retention, task parameters, the rest."""
-    axes: dict[str, Any] = {"task": config["task"], "retention": config.get("retention")}
-    task_params = {**LATER_DEFAULTS["task_params"], **(config.get("task_params") or {})}
-    axes.update({key: _hashable(task_params[key]) for key in sorted(task_params)})
-    for name in sorted(set(config) - NOT_REGIME - {"task", "retention", "task_params"}):
-        value = config[name]
-        if isinstance(value, dict):
-            value = {**LATER_DEFAULTS.get(name, {}), **value}
-            axes.update({f"{name}.{key}": _hashable(value[key]) for key in sorted(value)})
-        else:
-            axes[name] = _hashable(value)
-    return {axis: value for axis, value in axes.items() if axis not in MEASUREMENT_ONLY}
-
-
-def token_fraction_of(config: Record) -> float | str:
-    value = config.get(TOKEN_FRACTION, 1.0)
-    return AUTO if value == AUTO else float(value)
-
-
-def fraction_order(value: float | str) -> tuple[int, float]:
-    """Sort key of token fractions: numbers ascending, ``"auto"`` after them."""
-    return (1, math.inf) if value == AUTO else (0, float(value))
-
-
-def _method_params(config: Record) -> Record:
-    params = dict(config.get("selector_params") or {})
-    params.update({f"token.{k}": v for k, v in (config.get("token_selector_params") or {}).items()})
-    return params
-
-
-def regime_cells(records: Iterable[Record]) -> list[Cell]:
-    """Finished coreset and core-tokenset cells with a final accuracy (bounds and failures left out)."""
-    finished = [r for r in finished_records(records) if r.get("final_average_accuracy") is not None]
-    stored = [r for r in finished if method_kind(r["config"]) != "bound"]
-    by_method: dict[str, list[Record]] = {}
-    for record in stored:
-        by_method.setdefault(record["config"]["method"], []).append(_method_params(record["config"]))
-    shown = {method: varying_keys(params) for method, params in by_method.items()}
-    cells = []
-    for record in stored:
-        config = record["config"]
-        params = _method_params(config)
-        keys = shown[config["method"]]
-        label = config["method"] + (
-            "[" + ", ".join(f"{key}={_hashable(params.get(key))}" for key in keys) + "]" if keys else ""
+def regime_cells(cells: pd.DataFrame) -> list[Cell]:
+    """Finished coreset and core-tokenset cells (of ``records.cell_frame``) with a final accuracy
+    (bounds and failures left out), each coreset also in the regimes it stands in
+    (``records.with_coreset_stand_ins``)."""
+    finished = with_coreset_stand_ins(cells)
+    stored = finished[finished["final_average_accuracy"].notna() & (finished["kind"] != BOUND)]
+    return [
+        Cell(
+            regime=row["regime"],
+            kind=row["kind"],
+            method=row["selector_label"],
+            token_fraction=row["token_fraction"] if row["kind"] == TOKENSET else 1.0,
+            seed=int(row["seed"]),
+            accuracy=float(row["final_average_accuracy"]),
+            bytes_allowed=float(row["bytes_allowed"]),
+            validation=float(row["validation_final_accuracy"]),
+            token_fraction_per_task=tuple(row["token_fraction_per_task"]),
+            partial_input_accuracy=row["partial_input_accuracy"],
         )
-        kind = method_kind(config)
-        allowed = record.get("bytes_allowed")
-        cells.append(
-            Cell(
-                regime=tuple(regime_of(config).items()),
-                kind=kind,
-                method=label,
-                token_fraction=token_fraction_of(config) if kind == TOKENSET else 1.0,
-                seed=int(config.get("seed", 0)),
-                accuracy=float(record["final_average_accuracy"]),
-                bytes_allowed=math.nan if allowed is None else float(allowed),
-                record=record,
-            )
-        )
-    return _coresets_in_every_replay_mode(cells)
-
-
-def _coresets_in_every_replay_mode(cells: list[Cell]) -> list[Cell]:
-    """Each coreset cell also stands in the regimes that differ from its own only by the replay mode
-    (where no coreset ran in that mode)."""
-    modes = {dict(c.regime).get(CORESET_INDEPENDENT) for c in cells} - {None}
-    ran = {(c.regime, c.method, c.seed) for c in cells if c.kind == CORESET}
-    extra = []
-    for cell in cells:
-        regime = dict(cell.regime)
-        if cell.kind != CORESET or CORESET_INDEPENDENT not in regime:
-            continue
-        for mode in sorted(modes - {regime[CORESET_INDEPENDENT]}):
-            moved = tuple((axis, mode if axis == CORESET_INDEPENDENT else v) for axis, v in cell.regime)
-            if (moved, cell.method, cell.seed) not in ran:
-                extra.append(
-                    Cell(
-                        moved,
-                        cell.kind,
-                        cell.method,
-                        cell.token_fraction,
-                        cell.seed,
-                        cell.accuracy,
-                        cell.bytes_allowed,
-                        cell.record,
-                    )
-                )
-    return cells + extra
+        for _, row in stored.iterrows()
+    ]
 
 
 def _by_seed(cells: Sequence[Cell]) -> dict[int, list[Cell]]:
@@ -187,8 +145,14 @@ def _by_seed(cells: Sequence[Cell]) -> dict[int, list[Cell]]:
     return seeds
 
 
-def best_candidate(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of the method (and token fraction) with the best mean accuracy over its seeds.
+def chosen_on(cells: Iterable[Cell]) -> str:
+    """VALIDATION where every cell has a validation score, else TEST."""
+    return VALIDATION if all(not math.isnan(cell.validation) for cell in cells) else TEST
+
+
+def best_candidate(cells: Sequence[Cell], on: str = TEST) -> list[Cell]:
+    """The cells of the method (and token fraction) with the best mean over its seeds of the validation
+    final accuracy (``on`` = VALIDATION) or of the test final accuracy (``on`` = TEST).
 
     Ties go to the first in (method, token fraction) order, so the choice is deterministic.
     """
@@ -196,7 +160,11 @@ def best_candidate(cells: Sequence[Cell]) -> list[Cell]:
     for cell in cells:
         groups.setdefault((cell.method, cell.token_fraction), []).append(cell)
     order = sorted(groups, key=lambda key: (key[0], fraction_order(key[1])))
-    best = max(order, key=lambda key: float(np.mean([cell.accuracy for cell in groups[key]])))
+
+    def score(cell: Cell) -> float:
+        return cell.validation if on == VALIDATION else cell.accuracy
+
+    best = max(order, key=lambda key: float(np.mean([score(cell) for cell in groups[key]])))
     return groups[best]
 
 
@@ -204,19 +172,20 @@ def _seed_means(cells: Sequence[Cell]) -> dict[int, float]:
     return {seed: float(np.mean([c.accuracy for c in group])) for seed, group in _by_seed(cells).items()}
 
 
-def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Record:
-    """The result columns of one regime: best of each kind, their seed-paired difference and its CI."""
-    coreset, tokenset = best_candidate(coresets), best_candidate(tokensets)
+def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell], margin: float) -> tuple[Row, PairedTest]:
+    """The result columns of one regime: best of each kind (on validation where every cell has a
+    validation score, else on test: ``chosen_on``) and their seed-paired test on test accuracy
+    (tokenset − coreset); the verdict columns are filled in over the whole table (``regime_table``)."""
+    on = chosen_on([*coresets, *tokensets])
+    coreset, tokenset = best_candidate(coresets, on), best_candidate(tokensets, on)
     coreset_seeds, tokenset_seeds = _seed_means(coreset), _seed_means(tokenset)
     paired = sorted(set(coreset_seeds) & set(tokenset_seeds))
-    differences = [tokenset_seeds[seed] - coreset_seeds[seed] for seed in paired]
-    mean, half = mean_ci(differences)
-    excludes = not math.isnan(half) and abs(mean) > half
+    test = paired_test([tokenset_seeds[s] for s in paired], [coreset_seeds[s] for s in paired], margin)
     allowed = {c.bytes_allowed for c in [*coreset, *tokenset] if c.seed in paired}
     known = {value for value in allowed if not math.isnan(value)}
     coreset_mean, coreset_ci = mean_ci(coreset_seeds.values())
     tokenset_mean, tokenset_ci = mean_ci(tokenset_seeds.values())
-    return {
+    row = {
         "coreset": coreset[0].method,
         "coreset_mean": coreset_mean,
         "coreset_ci": coreset_ci,
@@ -225,18 +194,22 @@ def compare(coresets: Sequence[Cell], tokensets: Sequence[Cell]) -> Record:
         "tokenset_mean": tokenset_mean,
         "tokenset_ci": tokenset_ci,
         "seeds": len(paired),
-        "difference_mean": mean,
-        "difference_ci": half,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
-        "excludes_zero": excludes,
-        "winner": (TOKENSET if mean > 0 else CORESET) if excludes else NEITHER,
+        "difference_mean": test.difference,
+        "difference_ci": (test.high - test.low) / 2,
+        "ci_low": test.low,
+        "ci_high": test.high,
+        "p_value": test.p_difference,
+        "p_equivalence": test.p_equivalence,
         "bytes_allowed": min(known) if len(known) == 1 else math.nan,
         "equal_bytes": len(known) <= 1,
+        "chosen_on": on,
     }
+    return row, test
 
 
-def regime_table(records: Iterable[Record], per_token_fraction: bool = False) -> pd.DataFrame:
+def regime_table(
+    cells: pd.DataFrame, per_token_fraction: bool = False, margin: float = DEFAULT_EQUIVALENCE_MARGIN
+) -> pd.DataFrame:
     """One row per regime holding both a coreset and a core tokenset (with ``per_token_fraction``:
     per regime × token fraction, the best coreset against the best core tokenset at that fraction,
     ``token_fraction`` then being an axis column before the results).
@@ -244,15 +217,21 @@ def regime_table(records: Iterable[Record], per_token_fraction: bool = False) ->
     Columns: the regime axes (see the module docstring), then ``RESULT_COLUMNS``:
     ``coreset``/``tokenset`` (method labels), ``*_mean``/``*_ci`` (mean and Student-t 95%
     half-width over seeds), ``tokenset_token_fraction`` (the best tokenset's t, a float or "auto"),
-    ``seeds`` (seeds present in both), ``difference_*`` (tokenset − coreset, paired by seed; CI NaN
-    for one seed), ``excludes_zero``, ``winner``, ``bytes_allowed`` and ``equal_bytes`` (whether
-    the compared cells were allowed the same bytes: true by construction, checked here).
+    ``seeds`` (seeds present in both), ``difference_*``, ``ci_low``/``ci_high`` (tokenset − coreset,
+    paired by seed, Student-t 95% CI; NaN for one seed), ``p_value`` (paired t-test),
+    ``p_equivalence`` (paired TOST at ± ``margin``), their Holm adjustment over the table
+    (``p_holm``, ``p_equivalence_holm``: one family of the rows chosen on validation, another of those
+    chosen on test), ``verdict`` (the tokenset is better, worse, equivalent or inconclusive:
+    ``stats.verdicts``; ``EXPLORATORY`` for a row chosen on test), ``bytes_allowed`` and ``equal_bytes``
+    (whether the compared cells were allowed the same bytes: true by construction, checked here),
+    ``chosen_on`` (VALIDATION or TEST, see the module docstring).
     """
-    cells = regime_cells(records)
+    members_of = regime_cells(cells)
     regimes: dict[tuple, list[Cell]] = {}
-    for cell in cells:
+    for cell in members_of:
         regimes.setdefault(cell.regime, []).append(cell)
-    rows = []
+    rows: list[Row] = []
+    tests: list[PairedTest] = []
     for regime, members in regimes.items():
         coresets = [c for c in members if c.kind == CORESET]
         tokensets = [c for c in members if c.kind == TOKENSET]
@@ -261,12 +240,23 @@ def regime_table(records: Iterable[Record], per_token_fraction: bool = False) ->
         if per_token_fraction:
             for fraction in sorted({c.token_fraction for c in tokensets}, key=fraction_order):
                 at = [c for c in tokensets if c.token_fraction == fraction]
-                rows.append({**dict(regime), TOKEN_FRACTION: fraction, **compare(coresets, at)})
+                row, test = compare(coresets, at, margin)
+                rows.append({**dict(regime), TOKEN_FRACTION: fraction, **row})
+                tests.append(test)
         else:
-            rows.append({**dict(regime), **compare(coresets, tokensets)})
-    axes = list(dict.fromkeys(key for cell in cells for key, _ in cell.regime))
+            row, test = compare(coresets, tokensets, margin)
+            rows.append({**dict(regime), **row})
+            tests.append(test)
+    for on in (VALIDATION, TEST):  # two families: a verdict only where the choice was made on validation
+        family = [index for index, row in enumerate(rows) if row["chosen_on"] == on]
+        judged = verdicts([tests[index] for index in family])
+        for index, (verdict, p_holm, p_equivalence_holm) in zip(family, judged, strict=True):
+            verdict = verdict if on == VALIDATION else EXPLORATORY
+            rows[index].update(verdict=verdict, p_holm=p_holm, p_equivalence_holm=p_equivalence_holm)
+    axes = list(dict.fromkeys(key for cell in members_of for key, _ in cell.regime))
     columns = [*axes, *([TOKEN_FRACTION] if per_token_fraction else []), *RESULT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["equivalence_margin"] = margin
     return sort_table(frame)
 
 
@@ -283,7 +273,7 @@ def value_order(value: Any) -> tuple:
         return (3, 0.0, str(value))
     if isinstance(value, numbers.Real):  # numpy scalars too
         return (1, float(value), "")
-    return (2 if value == AUTO else 3, 0.0, str(value))
+    return (2 if is_auto(value) else 3, 0.0, str(value))
 
 
 def sort_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -310,6 +300,18 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def axis_text(axis: str) -> str:
+    """An axis in words: ``object size``, ``replay of kept tokens``."""
+    return AXIS_NAMES.get(axis, axis.removeprefix("train.").replace("_", " "))
+
+
+def axis_value_text(axis: str, value: Any) -> str:
+    """A value of an axis as a reader writes it: retention in %, others as ``display_value``."""
+    if axis == "retention" and not _missing(value) and not isinstance(value, str):
+        return f"{float(value) * 100:g}%"
+    return display_value(value)
+
+
 def display_value(value: Any) -> str:
     """``0.35``, ``drop``, ``auto``; ``default`` for None (a setting left to its per-kind default)."""
     if _missing(value):
@@ -323,21 +325,32 @@ def display_value(value: Any) -> str:
 
 
 def _difference(row: pd.Series) -> str:
-    text = format_mean_ci(row["difference_mean"], row["difference_ci"], digits=3)
-    text = text if text.startswith("-") else f"+{text}"
-    return f"**{text}**" if row["excludes_zero"] else text
+    text = format_interval(row["difference_mean"], row["ci_low"], row["ci_high"])
+    return f"**{text}**" if row["verdict"] in (BETTER, WORSE) else text
+
+
+def _verdict(row: pd.Series) -> str:
+    verdict = row["verdict"]
+    p_value = row["p_equivalence_holm"] if verdict == EQUIVALENT else row["p_holm"]
+    text = verdict if math.isnan(p_value) else f"{verdict} ({format_p(p_value)})"
+    return text + ("" if row["equal_bytes"] else " ⚠ unequal bytes")
 
 
 def _rows(table: pd.DataFrame, axes: Sequence[str], with_best_fraction: bool) -> list[list[str]]:
     rows = []
     for _, row in table.iterrows():
-        cells = [display_value(row[axis]).replace("|", "\\|") for axis in axes]
+        cells = [axis_value_text(axis, row[axis]).replace("|", "\\|") for axis in axes]
         fraction = f" t={display_value(row['tokenset_token_fraction'])}" if with_best_fraction else ""
         coreset = f"{row['coreset']} {format_mean_ci(row['coreset_mean'], row['coreset_ci'])}"
         tokenset = f"{row['tokenset']}{fraction} {format_mean_ci(row['tokenset_mean'], row['tokenset_ci'])}"
-        winner = row["winner"] + ("" if row["equal_bytes"] else " ⚠ unequal bytes")
-        rows.append([*cells, coreset, tokenset, str(row["seeds"]), _difference(row), winner])
+        rows.append([*cells, coreset, tokenset, str(row["seeds"]), _difference(row), _verdict(row)])
     return rows
+
+
+def markdown_axes(table: pd.DataFrame) -> list[str]:
+    """The axes a regime table shows: the task where tasks differ, then every axis that varies."""
+    axes = ["task", *varying_axes(table)] if table["task"].nunique() > 1 else varying_axes(table)
+    return axes or ["retention"]
 
 
 def _values_text(values: Iterable[Any]) -> str:
@@ -345,29 +358,68 @@ def _values_text(values: Iterable[Any]) -> str:
     return "/".join(sorted({display_value(v) for v in values if not _missing(v)})) or "default"
 
 
+def choice_notes(table: pd.DataFrame, margin: float) -> list[str]:
+    """How the rows' sides were chosen and what the verdict column means: one paragraph per kind of
+    row present (chosen on validation: the tuned Δ; chosen on test: exploratory)."""
+    notes = []
+    if (table["chosen_on"] == VALIDATION).any():
+        notes.append(
+            "Tuned Δ (rows chosen on validation): each side's method and token fraction t are those with "
+            "the best mean final accuracy on the tasks' validation slices (held out of the training data, "
+            "never the test set; each cell's own [tune] candidate was also chosen there); the two are then "
+            "compared on test, mean ± Student-t 95% CI over seeds, Δ = core tokenset − coreset paired by "
+            "seed with its Student-t 95% CI. Verdict on the core tokenset, p-values Holm-adjusted over "
+            f"these rows: equivalent where a paired TOST shows |Δ| < {margin:g}, else better or worse "
+            "(**bold**) where a paired t-test rejects Δ = 0, else inconclusive."
+        )
+    if (table["chosen_on"] == TEST).any():
+        notes.append(
+            "Exploratory (rows chosen on test): these records have no validation slice (protocol 1), so "
+            "each side is the method and t with the best mean TEST accuracy over seeds, the side with more "
+            "candidates favoured. Δ (paired by seed, Student-t 95% CI; p-values Holm-adjusted over these "
+            "rows) describes where to look; it is not a verdict. The pre-declared comparisons with "
+            "verdicts (each core tokenset against the coreset of its own sample selector at equal bytes) "
+            "are the leaderboard's."
+        )
+    notes.append(
+        "Equal bytes: both sides were allowed the same bytes (checked from each record's bytes_allowed)."
+    )
+    return notes
+
+
+def _headers(axes: Sequence[str]) -> list[str]:
+    return [
+        *map(axis_text, axes),
+        "Best coreset",
+        "Best core tokenset",
+        "Seeds",
+        "Δ tokenset − coreset [95% CI]",
+        "Verdict (tokenset)",
+    ]
+
+
 def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.DataFrame | None = None) -> str:
     """The regime table as Markdown (tabulate, pipe format); ``per_fraction`` adds a section per t."""
-    axes = ["task", *varying_axes(table)] if table["task"].nunique() > 1 else varying_axes(table)
-    axes = axes or ["retention"]
+    axes = markdown_axes(table)
     fixed = [axis for axis in axis_columns(table) if axis not in axes and axis != "task"]
-    headers = [*axes, "Best coreset", "Best core tokenset", "Seeds", "Δ tokenset − coreset", "Winner"]
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    headers = _headers(axes)
+    exploratory = (table["chosen_on"] == TEST).all()
     sections = [
-        "# Regime map: core tokenset against coreset at equal bytes",
+        "# Regime map: core tokenset against coreset at equal bytes"
+        + (" (exploratory: chosen on test)" if exploratory else ""),
         caption,
         tabulate(_rows(table, axes, True), headers=headers, tablefmt="pipe", disable_numparse=True),
-        "Per regime (every setting but the method, its token fraction and the seed), the coreset and the "
-        "core tokenset (any token fraction t, auto included) with the best mean final accuracy over seeds, "
-        "mean ± Student-t 95% CI; Δ = core tokenset − coreset paired by seed. **Bold**: the CI of Δ "
-        "excludes 0. Both sides are the best of several candidates on the same seeds, so each is biased "
-        "upward, the side with more candidates more; read narrow margins with care. Equal bytes: both "
-        "sides were allowed the same bytes (checked from each record's bytes_allowed).",
+        "Per regime (every setting but the method, its token fraction and the seed), the best coreset and "
+        "the best core tokenset (any token fraction t, auto included).",
+        *choice_notes(table, margin),
     ]
     if fixed:
         settings = ", ".join(f"{axis}={_values_text(table[axis])}" for axis in fixed)
         sections.append(f"Settings the same in every regime of a task: {settings}.")
     if per_fraction is not None and not per_fraction.empty and per_fraction[TOKEN_FRACTION].nunique() > 1:
         fraction_axes = [*axes, TOKEN_FRACTION]
-        fraction_headers = [*fraction_axes, *headers[len(axes) :]]
+        fraction_headers = [*map(axis_text, fraction_axes), *headers[len(axes) :]]
         sections += [
             "## By token fraction",
             tabulate(
@@ -377,6 +429,21 @@ def regime_markdown(table: pd.DataFrame, caption: str = "", per_fraction: pd.Dat
                 disable_numparse=True,
             ),
             "The same comparison at each token fraction t: the best core tokenset at that t against the "
-            "regime's best coreset.",
+            "regime's best coreset, chosen as above (Holm over this table).",
         ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def tuned_delta_markdown(table: pd.DataFrame, caption: str = "") -> str:
+    """The tuned Δ of a grid without regime axes: per task × retention (the rows of ``regime_table``
+    chosen on validation), the best core tokenset against the best coreset."""
+    axes = ["task", *(axis for axis in markdown_axes(table) if axis != "task")]
+    margin = table.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)
+    sections = [
+        "# Tuned Δ: best core tokenset against best coreset, chosen on validation",
+        caption,
+        tabulate(_rows(table, axes, True), headers=_headers(axes), tablefmt="pipe", disable_numparse=True),
+        "Per task and retention, at equal bytes.",
+        *choice_notes(table, margin),
+    ]
     return "\n\n".join(section for section in sections if section) + "\n"

@@ -26,19 +26,23 @@ from benchmark.errors import UserError
 from benchmark.results import write_text_atomic
 from reports.leaderboard import (
     ATTRIBUTION_PREFIX,
-    KIND_ORDER,
+    COVERAGE_NOTE,
     NOT_LEARNED_NOTE,
     Markup,
-    Record,
+    coverage_short,
     display_rows,
-    finished_records,
+    statistics_note,
     table_headers,
 )
+from reports.records import BOUND, KIND_ORDER, finished_cells, numeric_fraction
+from reports.stats import DEFAULT_EQUIVALENCE_MARGIN
+from reports.style import caption_path
 
 HTML_MARKUP = Markup(
     bold=lambda text: f"<strong>{text}</strong>",
     escape=html.escape,
     dagger=' <span class="dagger" title="did not learn every task">†</span>',
+    coverage_mark=' <span class="coverage" title="memory missed a class of some task">‡</span>',
     plus_minus="±",
     percent="%",
     missing="–",
@@ -54,17 +58,27 @@ SORT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("seeds", "seeds", True),
     ("final_accuracy", "final_accuracy_mean", True),
     ("rank", "rank", True),
+    ("reference", "reference", False),
+    ("difference", "difference_mean", True),
+    ("verdict", "verdict", False),
+    ("coreset_size", "coreset_size_ratio", True),
     ("forgetting", "forgetting_mean", True),
     ("diagonal", "diagonal_mean", True),
     ("memory", "bytes_used_mean", True),
 )
 
-LEFT_ALIGNED = frozenset({"task", "method", "kind"})
+LEFT_ALIGNED = frozenset({"task", "method", "kind", "reference", "verdict"})
 
 FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("memory_accuracy_", "Memory vs accuracy", "Final average accuracy against memory bytes used."),
     ("budget_split_", "Budget split", "Accuracy against token fraction t at fixed bytes."),
     ("forgetting_", "Forgetting", "Average forgetting per method, mean ± 95% CI over seeds."),
+    (
+        "coreset_size_",
+        "Coreset size matched",
+        "The coreset size each core tokenset performs like, as a multiple of its own bytes (the seed "
+        "paper's metric).",
+    ),
     (
         "accuracy_matrix_",
         "Accuracy matrices",
@@ -75,7 +89,7 @@ FIGURE_GROUPS: tuple[tuple[str, str, str], ...] = (
         "regime_heatmaps_",
         "Regime map",
         "Best core tokenset minus best coreset, final accuracy at equal bytes, per pair of swept axes; "
-        "a star marks a cell whose 95% CI over seeds excludes 0 (regimes.md has the table).",
+        "a star marks a better or worse verdict, = an equivalent one (regimes.md has the table).",
     ),
     (
         "accuracy_vs_t_",
@@ -104,6 +118,7 @@ th.text, td.text { text-align: left; }
 #leaderboard tr.bound td { color: #666; }
 #leaderboard tr.hidden { display: none; }
 .dagger { color: #b00; }
+.coverage { color: #a60; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 660px; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figure.wide { max-width: 100%; }
@@ -170,6 +185,8 @@ def _sort_value(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
+    if isinstance(value, str) and not value:
+        return ""
     return html.escape(str(value), quote=True)
 
 
@@ -198,13 +215,13 @@ def leaderboard_table(frame: pd.DataFrame) -> str:
             raw = row[column]
             if key == "kind":
                 raw = KIND_ORDER[row["kind"]]
-            elif key == "retention" and row["kind"] == "bound":
+            elif key == "retention" and row["kind"] == BOUND:
                 raw = -1.0  # the bounds sort with the smallest memory
-            elif key == "token_fraction" and row["kind"] == "bound":
-                raw = math.nan
+            elif key == "token_fraction":
+                raw = math.nan if row["kind"] == BOUND else numeric_fraction(raw)  # auto: NaN, sorts last
             css = ' class="text"' if key in LEFT_ALIGNED else ""
             values.append(f'<td{css} data-sort="{_sort_value(raw)}">{cell}</td>')
-        kind_class = "bound" if row["kind"] == "bound" else row["kind"].replace(" ", "-")
+        kind_class = row["kind"].replace(" ", "-")
         body.append(f'<tr class="{kind_class}">{"".join(values)}</tr>')
     rows = "\n".join(body)
     return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>'
@@ -217,14 +234,13 @@ def _describe(kind: str, name: str) -> str:
         return "(not registered in this installation)"
 
 
-def methods_section(records: Sequence[Record]) -> str:
+def methods_section(cells: pd.DataFrame) -> str:
     """Each method of the results with its sample and token selector's registry descriptions."""
     methods: dict[str, tuple[str, str | None]] = {}
     tasks: set[str] = set()
-    for record in finished_records(records):
-        config = record["config"]
-        methods.setdefault(config["method"], (config["sample_selector"], config.get("token_selector")))
-        tasks.add(config["task"])
+    for _, row in finished_cells(cells).iterrows():
+        methods.setdefault(row["method"], (row["sample_selector"], row["token_selector"]))
+        tasks.add(row["task"])
     entries = []
     for task in sorted(tasks):
         entries.append(f"<dt>task {html.escape(task)}</dt><dd>{html.escape(_describe('task', task))}</dd>")
@@ -260,9 +276,11 @@ def figures_section(figures: Sequence[Path], site_dir: Path) -> str:
                 else ""
             )
             wide = ' class="wide"' if prefix == "attribution_gallery" else ""
+            caption_file = caption_path(path.with_suffix(""))
+            text = caption_file.read_text().strip() if caption_file.exists() else path.stem
             parts.append(
                 f'<figure{wide}><a href="{relative}"><img src="{relative}" alt="{html.escape(path.stem)}" '
-                f'loading="lazy"></a><figcaption>{html.escape(path.stem)}{pdf_link}</figcaption></figure>'
+                f'loading="lazy"></a><figcaption>{html.escape(text)}{pdf_link}</figcaption></figure>'
             )
     return "\n".join(parts) if parts else "<p>No figures.</p>"
 
@@ -271,19 +289,15 @@ def _relative(path: Path, site_dir: Path) -> str:
     return Path(os.path.relpath(path.resolve(), site_dir.resolve())).as_posix()
 
 
-def provenance_section(frame: pd.DataFrame, records: Sequence[Record]) -> str:
-    finished = finished_records(records)
+def provenance_section(frame: pd.DataFrame, cells: pd.DataFrame) -> str:
+    finished = finished_cells(cells)
     grids = sorted({grid for cell in frame["grid"] for grid in cell.split(",") if grid})
     seeds = sorted({int(seed) for cell in frame["seed_values"] for seed in cell.split(",") if seed})
     commits = sorted({commit for cell in frame["commits"] for commit in cell.split(",") if commit})
     versions = sorted(
-        {
-            f"{name} {version}"
-            for record in finished
-            for name, version in ((record.get("provenance") or {}).get("versions") or {}).items()
-        }
+        {f"{name} {version}" for versions in finished["versions"] for name, version in versions.items()}
     )
-    devices = sorted({(record.get("provenance") or {}).get("device") or "unknown" for record in finished})
+    devices = sorted({device or "unknown" for device in finished["device"]})
     items = [
         ("Grid", ", ".join(grids) or "unknown"),
         ("Seeds", ", ".join(map(str, seeds))),
@@ -301,7 +315,7 @@ def provenance_section(frame: pd.DataFrame, records: Sequence[Record]) -> str:
 
 def render_site(
     frame: pd.DataFrame,
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     caption: str,
     figures: Sequence[Path],
     site_dir: Path,
@@ -314,10 +328,13 @@ def render_site(
     table_notes = [
         "Mean ± Student-t 95% confidence interval over seeds (±– with one seed). Bold: best final "
         "accuracy per task and retention (bounds excluded). Memory: bytes stored / bytes the "
-        "retention allows. Click a column header to sort; click again to reverse."
+        "retention allows. Click a column header to sort; click again to reverse.",
+        statistics_note(frame.attrs.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN)),
     ]
     if not frame["learned"].all():
         table_notes.append(f"† {NOT_LEARNED_NOTE}")
+    if coverage_short(frame).any():
+        table_notes.append(f"‡ {COVERAGE_NOTE}")
     if failed_count:
         table_notes.append(f"{failed_count} cell(s) failed: see failed.md.")
     downloads = " · ".join(
@@ -345,9 +362,9 @@ relevant tokens of more samples (core tokensets), compared at equal bytes. Table
 {notes_html}
 {figures_section(figures, site_dir)}
 <h2>Methods</h2>
-{methods_section(records)}
+{methods_section(cells)}
 <h2>Provenance</h2>
-{provenance_section(frame, records)}
+{provenance_section(frame, cells)}
 <script>{SCRIPT}</script>
 </body>
 </html>
@@ -356,7 +373,7 @@ relevant tokens of more samples (core tokensets), compared at equal bytes. Table
 
 def write_site(
     frame: pd.DataFrame,
-    records: Sequence[Record],
+    cells: pd.DataFrame,
     caption: str,
     figures: Sequence[Path],
     site_dir: Path,
@@ -365,5 +382,5 @@ def write_site(
 ) -> Path:
     """``site_dir/index.html``."""
     path = site_dir / "index.html"
-    write_text_atomic(path, render_site(frame, records, caption, figures, site_dir, notes, failed_count))
+    write_text_atomic(path, render_site(frame, cells, caption, figures, site_dir, notes, failed_count))
     return path

@@ -1,12 +1,20 @@
-"""Statistics over seeds: mean and Student-t 95% confidence half-width, and their formatting."""
+"""Statistics over seeds: mean and Student-t 95% confidence half-width, paired comparisons (paired
+t-test, TOST, Holm) and their verdicts, seeded bootstrap intervals, and the formatting of numbers."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import ttost_paired
+
+from benchmark.config import DEFAULT_EQUIVALENCE_MARGIN
 
 CONFIDENCE = 0.95
 MISSING = "–"
@@ -65,3 +73,187 @@ def format_bytes(count: float, missing: str = MISSING) -> str:
     rounded = float(f"{count:.3g}")  # 999 999 B is "1 MB", not "1e+03 kB"
     exponent = min(int(math.log10(abs(rounded)) // 3), len(BYTE_UNITS))
     return f"{rounded / 1000**exponent:.3g} {BYTE_UNITS[exponent - 1]}"
+
+
+# --- paired comparisons (issue 19) -------------------------------------------------------------------
+
+ALPHA = 0.05
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
+VERDICTS = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """``a − b`` over the seeds both ran: mean difference with its Student-t 95% CI, the two-sided
+    paired t-test's p-value, and the paired TOST's p-value for ``|a − b| < margin`` (NaN below 2 seeds)."""
+
+    seeds: int
+    difference: float
+    low: float
+    high: float
+    p_difference: float
+    p_equivalence: float
+    margin: float
+
+
+def paired_test(
+    a: Sequence[float], b: Sequence[float], margin: float = DEFAULT_EQUIVALENCE_MARGIN
+) -> PairedTest:
+    """The paired t-test (``scipy.stats.ttest_rel``) and TOST (``statsmodels`` ``ttost_paired``) of
+    ``a`` against ``b``, the i-th values being the same seed.
+
+    Differences that do not vary (identical values, or a constant offset) leave the t statistic
+    undefined or infinite; then the p-values are exact: 0 where the hypothesis is surely false, 1
+    where it holds (so identical per-seed values are never "different", and are "equivalent").
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.size} and {y.size}")
+    if x.size < 2:
+        difference = float(np.mean(x - y)) if x.size else math.nan
+        return PairedTest(int(x.size), difference, math.nan, math.nan, math.nan, math.nan, margin)
+    differences = x - y
+    difference = float(differences.mean())
+    # Exactly equal differences: the t statistic is 0/0 or ±inf, so the p-values are exact instead.
+    if np.ptp(differences) == 0.0:
+        return PairedTest(
+            int(x.size),
+            difference,
+            difference,
+            difference,
+            0.0 if difference != 0.0 else 1.0,
+            0.0 if abs(difference) < margin else 1.0,
+            margin,
+        )
+    with warnings.catch_warnings():  # nearly equal differences: scipy warns of precision loss
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_rel(x, y)
+        interval = result.confidence_interval(CONFIDENCE)
+        equivalence, _, _ = ttost_paired(x, y, -margin, margin)
+    return PairedTest(
+        int(x.size),
+        difference,
+        float(interval.low),
+        float(interval.high),
+        float(result.pvalue),
+        float(equivalence),
+        margin,
+    )
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (``statsmodels.stats.multitest.multipletests``) over the family of the
+    non-NaN ones; NaN stays NaN."""
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(values.shape, math.nan)
+    present = ~np.isnan(values)
+    if present.any():
+        adjusted[present] = multipletests(values[present], method="holm")[1]
+    return adjusted
+
+
+def verdicts(tests: Sequence[PairedTest], alpha: float = ALPHA) -> list[tuple[str, float, float]]:
+    """For a family of comparisons (one table): (verdict, Holm p of the difference, Holm p of the TOST).
+
+    ``equivalent`` where the Holm-adjusted TOST rejects a difference of ± margin or more; else
+    ``better``/``worse`` (the sign of a − b) where the Holm-adjusted paired t-test rejects no
+    difference; else ``inconclusive`` (also below 2 seeds).
+    """
+    p_difference = holm([test.p_difference for test in tests])
+    p_equivalence = holm([test.p_equivalence for test in tests])
+    results = []
+    for test, different, equivalent in zip(tests, p_difference, p_equivalence, strict=True):
+        if equivalent < alpha:
+            verdict = EQUIVALENT
+        elif different < alpha:
+            verdict = BETTER if test.difference > 0 else WORSE
+        else:
+            verdict = INCONCLUSIVE
+        results.append((verdict, float(different), float(equivalent)))
+    return results
+
+
+def seeded_rng(key: str) -> np.random.Generator:
+    """A generator seeded by ``BOOTSTRAP_SEED`` and ``key`` (so one interval does not depend on the
+    order others were computed in)."""
+    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(key.encode())])
+
+
+def bootstrap_over_seeds(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    seeds: int,
+    key: str,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval (``scipy.stats.bootstrap``) of a vector statistic of the seeds.
+
+    ``statistic(positions)`` gets seed positions (int array [..., n]: each resample draws ``seeds``
+    positions with replacement, the same draw for every quantity, so paired quantities stay paired)
+    and returns float array [k, ...]. Returns (low [k], high [k]).
+    """
+    with warnings.catch_warnings():  # a statistic that does not vary in every resample is no problem here
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.arange(seeds),),
+            lambda sample, axis=-1: statistic(np.asarray(sample, dtype=int)),
+            vectorized=True,
+            method="percentile",
+            confidence_level=confidence,
+            n_resamples=resamples,
+            rng=seeded_rng(key),
+        )
+    return np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)
+
+
+def format_interval(mean: float, low: float, high: float, digits: int = 3, missing: str = MISSING) -> str:
+    """A signed difference and its interval: ``"-0.036 [-0.071, -0.001]"``; no interval: ``"-0.036"``."""
+    if math.isnan(mean):
+        return missing
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def format_p(p_value: float, missing: str = MISSING) -> str:
+    """``"p = 0.031"``, ``"p < 0.001"``."""
+    if math.isnan(p_value):
+        return missing
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+@dataclass(frozen=True)
+class RatioSymbols:
+    times: str = "×"
+    at_most: str = "≤"
+    at_least: str = "≥"
+    missing: str = MISSING
+
+
+def format_ratio(
+    ratio: float,
+    low: float,
+    high: float,
+    position: str | None,
+    low_clipped: bool,
+    high_clipped: bool,
+    symbols: RatioSymbols = RatioSymbols(),
+) -> str:
+    """The coreset-size ratio k as ``"× 2.3 [1.8, 2.9]"``; a k beyond the coreset curve is a bound,
+    ``"≥ × 10"`` / ``"≤ × 0.25"``, as is an interval end at the curve's end (``"[≤ 0.25, 0.61]"``)."""
+    if math.isnan(ratio):
+        return symbols.missing
+    prefix = {"below": f"{symbols.at_most} ", "above": f"{symbols.at_least} "}.get(position or "", "")
+    text = f"{prefix}{symbols.times} {_two_digits(ratio)}"
+    if math.isnan(low) or math.isnan(high):
+        return text
+    low_text = f"{symbols.at_most} {_two_digits(low)}" if low_clipped else _two_digits(low)
+    high_text = f"{symbols.at_least} {_two_digits(high)}" if high_clipped else _two_digits(high)
+    return f"{text} [{low_text}, {high_text}]"
+
+
+def _two_digits(value: float) -> str:
+    """Two significant digits, trailing zeros kept: ``2.0``, ``0.50``, ``12``."""
+    return f"{value:#.2g}".rstrip(".")

@@ -215,7 +215,7 @@ def test_report_gallery_ranks_the_captioners_tokens(stream) -> None:
     assert set(gallery.kept) == set(registry.names("token_selector"))
     assert all(keep.shape == (3, 16) and (keep.sum(axis=1) == 4).all() for keep in gallery.kept.values())
     assert len(gallery.captions) == 3 and all("circle" in gallery.row_label(i) for i in range(3))
-    draw_gallery(gallery, "test")
+    draw_gallery(gallery)
 
 
 @pytest.mark.parametrize("method", every_memory_method())

@@ -13,6 +13,7 @@ import pytest
 from benchmark.config import CellConfig
 from benchmark.results import FINISHED, load_results, write_json_atomic
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.regime_figures import default_axes_pairs, partial_accuracy_frame
 from reports.regime_table import regime_cells
 from reports.regimes import (
@@ -78,6 +79,8 @@ def record(
         "bytes_used": int(allowed * 0.95),
         "bytes_allowed": allowed,
         "provenance": {"commit": "0" * 40},
+        # a validation score that ranks candidates as test does (None: a protocol-1 record without one)
+        "validation_final_accuracy": final,
         **extra,
     }
 
@@ -115,7 +118,7 @@ def row_at(table, scale: float, retention: float):
 
 
 def test_table_sign_and_ci_flag_per_regime() -> None:
-    table = regime_table(regime_records())
+    table = regime_table(cell_frame(regime_records()))
     assert len(table) == len(SCALES) * len(RETENTIONS)
     for scale in SCALES:
         for retention in RETENTIONS:
@@ -124,8 +127,8 @@ def test_table_sign_and_ci_flag_per_regime() -> None:
             assert row["coreset"] == "random"  # not joint, not none, not the worse kcenter
             assert row["tokenset"] == "gradmatch+gradlrp" and row["tokenset_token_fraction"] == 0.25
             assert row["difference_mean"] == pytest.approx(advantage)
-            assert row["seeds"] == 3 and row["excludes_zero"]  # the same noise on both sides: CI ≈ 0
-            assert row["winner"] == ("core tokenset" if advantage > 0 else "coreset")
+            assert row["seeds"] == 3 and row["p_holm"] < 0.05  # the same noise on both sides: CI ≈ 0
+            assert row["verdict"] == ("better" if advantage > 0 else "worse")  # said of the tokenset
             assert row["equal_bytes"] and row["bytes_allowed"] == int(retention * TASK_BYTES)
 
 
@@ -137,19 +140,19 @@ def test_a_difference_within_noise_is_not_flagged() -> None:
         record("random+random", 0.1, seed, 0.6 + noise, object_scale=0.2, token_fraction=0.5)
         for seed, noise in zip(SEEDS, (0.04, -0.03, 0.0), strict=True)
     ]
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     differences = [0.04 - 0.0, -0.03 - 0.05, 0.0 + 0.05]
     mean, half = mean_ci(differences)
     assert row["difference_mean"] == pytest.approx(mean) and row["difference_ci"] == pytest.approx(half)
-    assert row["ci_low"] == pytest.approx(mean - half) and not row["excludes_zero"]
-    assert row["winner"].startswith("neither")
+    assert row["ci_low"] == pytest.approx(mean - half) and row["ci_high"] == pytest.approx(mean + half)
+    assert row["verdict"] == "inconclusive"
 
 
 def test_seeds_are_paired() -> None:
     """A tokenset seed the coreset lacks is left out of the difference (its own mean keeps it)."""
     records = regime_records(seeds_of_tokenset=(0, 1, 2, 3))
     records.append(record("gradmatch+gradlrp", 0.05, 3, 0.9, token_fraction=0.25, object_scale=0.2))
-    row = row_at(regime_table(records), 0.2, 0.05)
+    row = row_at(regime_table(cell_frame(records)), 0.2, 0.05)
     assert row["seeds"] == 3
     assert row["difference_mean"] == pytest.approx(tokenset_advantage(0.2, 0.05))
 
@@ -157,7 +160,7 @@ def test_seeds_are_paired() -> None:
 def test_bounds_alone_make_no_row() -> None:
     records = [record(bound, None, seed, 0.9) for bound in ("none", "joint") for seed in SEEDS]
     records += [record("random", 0.1, seed, 0.5) for seed in SEEDS]
-    assert regime_table(records).empty
+    assert regime_table(cell_frame(records)).empty
 
 
 def test_auto_counts_as_a_core_tokenset() -> None:
@@ -167,13 +170,13 @@ def test_auto_counts_as_a_core_tokenset() -> None:
         record("random+gradlrp", 0.1, seed, 0.7, token_fraction="auto", token_fraction_per_task=[0.5, 0.25])
         for seed in SEEDS
     ]
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     assert row["tokenset_token_fraction"] == "auto"
     assert row["difference_mean"] == pytest.approx(0.1)
-    per_fraction = regime_table(records, per_token_fraction=True)
+    per_fraction = regime_table(cell_frame(records), per_token_fraction=True)
     assert per_fraction["token_fraction"].tolist() == [0.25, "auto"]
     assert per_fraction["difference_mean"].tolist() == pytest.approx([0.02, 0.1])
-    assert "auto" in regime_markdown(regime_table(records), per_fraction=per_fraction)
+    assert "auto" in regime_markdown(regime_table(cell_frame(records)), per_fraction=per_fraction)
 
 
 def test_unequal_bytes_are_flagged() -> None:
@@ -182,9 +185,9 @@ def test_unequal_bytes_are_flagged() -> None:
         tokenset = record("random+gradlrp", 0.1, seed, 0.62, token_fraction=0.25)
         tokenset["bytes_allowed"] += 1
         records.append(tokenset)
-    row = regime_table(records).iloc[0]
+    row = regime_table(cell_frame(records)).iloc[0]
     assert not row["equal_bytes"] and math.isnan(row["bytes_allowed"])
-    assert "unequal bytes" in regime_markdown(regime_table(records))
+    assert "unequal bytes" in regime_markdown(regime_table(cell_frame(records)))
 
 
 def test_old_records_without_later_options_join_their_regime() -> None:
@@ -194,28 +197,31 @@ def test_old_records_without_later_options_join_their_regime() -> None:
         tokenset = record("random+gradlrp", 0.1, seed, 0.65, token_fraction=0.25)
         del tokenset["config"]["train"]["replay"]
         records.append(tokenset)
-    assert len(regime_table(records)) == 1
+    assert len(regime_table(cell_frame(records))) == 1
 
 
 def test_markdown_names_varying_axes_and_bolds_significant_rows() -> None:
-    text = regime_markdown(regime_table(regime_records()), "Grid regimes.")
+    text = regime_markdown(regime_table(cell_frame(regime_records())), "Grid regimes.")
     header = next(line for line in text.splitlines() if line.startswith("| retention"))
-    assert "object_scale" in header and "modes_per_class" not in header
-    assert "**+0.130 ± 0.000**" in text  # the small-object regime at 10% retention
+    assert "object size" in header and "modes per class" not in header  # axes in words
+    assert "**+0.130 [+0.130, +0.130]**" in text  # the small-object regime at 10% retention
     assert "modes_per_class=1" in text  # a setting the same everywhere is named once, below
 
 
 def test_heatmap_cells_hold_the_mean_differences() -> None:
-    table = regime_table(regime_records())
+    table = regime_table(cell_frame(regime_records()))
     assert default_axes_pairs(table) == [("retention", "object_scale")]
     figures = draw_regime_heatmaps(table, [("retention", "object_scale"), ("retention", "modes_per_class")])
     assert list(figures) == ["split-shapes_retention_x_object_scale"]  # modes_per_class does not vary
-    axes = figures["split-shapes_retention_x_object_scale"].axes[0]
+    drawn = figures["split-shapes_retention_x_object_scale"]
+    axes = drawn.figure.axes[0]
     plotted = np.asarray(axes.collections[0].get_array()).reshape(len(RETENTIONS), len(SCALES))
     expected = [[tokenset_advantage(scale, retention) for scale in SCALES] for retention in RETENTIONS]
     np.testing.assert_allclose(plotted, expected)
-    assert [label.get_text() for label in axes.get_yticklabels()] == ["0.05", "0.1"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["5%", "10%"]  # retention in %
     assert [label.get_text() for label in axes.get_xticklabels()] == ["0.2", "0.6"]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("object size", "retention")  # axes in words
+    assert drawn.figure._suptitle is None and "better or worse" in drawn.caption
     texts = {text.get_text(): text.get_fontweight() for text in axes.texts}
     assert texts["-0.060*"] == "bold" and texts["+0.130*"] == "bold"
     norm = axes.collections[0].norm
@@ -228,11 +234,11 @@ def test_heatmap_fixes_other_axes_at_their_most_common_value() -> None:
     for seed in SEEDS:
         records.append(record("random", 0.05, seed, 0.55, replay="mask"))
         records.append(record("random+random", 0.05, seed, 0.9, replay="mask", token_fraction=0.25))
-    table = regime_table(records)
+    table = regime_table(cell_frame(records))
     figures = draw_regime_heatmaps(table, [("retention", "object_scale")])
-    figure = figures["split-shapes_retention_x_object_scale"]
-    assert "train.replay=drop" in figure.texts[0].get_text().replace("\n", " ")
-    plotted = np.asarray(figure.axes[0].collections[0].get_array())
+    drawn = figures["split-shapes_retention_x_object_scale"]
+    assert "replay of kept tokens drop" in drawn.caption
+    plotted = np.asarray(drawn.figure.axes[0].collections[0].get_array())
     assert plotted.max() == pytest.approx(0.13)  # the 0.35 advantage under "mask" is not drawn here
 
 
@@ -244,9 +250,9 @@ def test_heatmap_axes_are_in_numeric_order() -> None:
             records.append(record("random+random", 0.1, seed, 0.6 + 0.01 * modes, modes_per_class=modes,
                                   token_fraction=0.25))  # fmt: skip
             records.append(record("random+random", 0.1, seed, 0.5, modes_per_class=modes, token_fraction=0.5))
-    table = regime_table(records, per_token_fraction=True)
+    table = regime_table(cell_frame(records), per_token_fraction=True)
     figures = draw_regime_heatmaps(table, default_axes_pairs(table))
-    axes = figures["split-shapes_token_fraction_x_modes_per_class"].axes[0]
+    axes = figures["split-shapes_token_fraction_x_modes_per_class"].figure.axes[0]
     assert [label.get_text() for label in axes.get_xticklabels()] == ["1", "2", "10"]
     plotted = np.asarray(axes.collections[0].get_array()).reshape(2, 3)
     np.testing.assert_allclose(plotted, [[0.01, 0.02, 0.1], [-0.1, -0.1, -0.1]])
@@ -255,7 +261,7 @@ def test_heatmap_axes_are_in_numeric_order() -> None:
 def test_partial_input_accuracy_is_the_mean_of_the_last_row() -> None:
     partial = {"random": {"0.25": [[0.9, 0.0], [0.5, 0.7]]}, "oracle": {"0.25": [[0.9, 0.0], [0.8, 0.9]]}}
     records = [record("random+gradlrp", 0.1, 0, 0.6, token_fraction=0.25, partial_input_accuracy=partial)]
-    frame = partial_accuracy_frame(regime_cells(records)).set_index("ranking")
+    frame = partial_accuracy_frame(regime_cells(cell_frame(records))).set_index("ranking")
     assert frame.loc["random", "accuracy"] == pytest.approx(0.6)
     assert frame.loc["oracle", "accuracy"] == pytest.approx(0.85)
 
@@ -269,34 +275,40 @@ def test_accuracy_vs_t_draws_both_panels() -> None:
     for index, item in enumerate(records):
         if index % 3 == 0:
             item["partial_input_accuracy"] = partial
-    figure = draw_accuracy_vs_t(records, TASK)
-    assert figure is not None
-    left, right = figure.axes[:2]
+    drawn = draw_accuracy_vs_t(cell_frame(records), TASK)
+    assert drawn is not None
+    left, right = drawn.figure.axes[:2]
     assert len(left.get_lines()) >= len(RETENTIONS)  # a line per retention, plus coreset markers
     assert {line.get_label() for line in right.get_lines()} >= {"random tokens, core tokensets"}
-    title = figure.texts[0].get_text().replace("\n", " ")
-    assert "object_scale=0.2" in title  # fixed at its most common value (a tie: the first)
+    assert "object size 0.2" in drawn.caption  # fixed at its most common value (a tie: the first)
 
 
 def test_write_regime_report_writes_and_skips(tmp_path: Path) -> None:
     records = regime_records()
-    written = write_regime_report(records, tmp_path, "Grid regimes.")
+    written = write_regime_report(cell_frame(records), tmp_path, "Grid regimes.")
     names = {path.name for path in written}
     assert "regimes.md" in names
     assert "regime_heatmaps_split-shapes_retention_x_object_scale.png" in names
     assert "regime_heatmaps_split-shapes_retention_x_token_fraction.png" in names
     assert "accuracy_vs_t_split-shapes.png" in names and "accuracy_vs_t_split-shapes.pdf" in names
     assert all(path.exists() and path.stat().st_size > 0 for path in written)
-    # Without a sweep nothing is written and the earlier regime files go.
+    # Without a sweep the earlier regime files go; cells chosen on validation make the tuned Δ instead.
     plain = [r for r in records if r["config"]["task_params"]["object_scale"] == 0.2]
     plain = [r for r in plain if r["config"]["token_fraction"] in (1.0, 0.25)]
-    assert swept_tasks(plain) == {}
-    assert write_regime_report(plain, tmp_path) == []
+    assert swept_tasks(cell_frame(plain)) == {}
+    written = write_regime_report(cell_frame(plain), tmp_path)
+    assert sorted(path.name for path in written) == ["tuned_delta.md", "tuned_delta.tex"]
     assert not list(tmp_path.glob("regime*")) and not list(tmp_path.glob("accuracy_vs_t_*"))
+    text = (tmp_path / "tuned_delta.md").read_text()
+    assert "chosen on validation" in text and "| split-shapes | 5%" in text and "| split-shapes | 10%" in text
+    # Protocol-1 records (no validation score): nothing, and the tuned Δ of the earlier report goes.
+    protocol_1 = [{**r, "validation_final_accuracy": None} for r in plain]
+    assert write_regime_report(cell_frame(protocol_1), tmp_path) == []
+    assert not list(tmp_path.glob("tuned_delta.*"))
 
 
 def test_the_default_grid_report_makes_no_regime_map() -> None:
-    assert swept_tasks(load_results(REPO_ROOT / "results" / "default")) == {}
+    assert swept_tasks(cell_frame(load_results(REPO_ROOT / "results" / "default"))) == {}
 
 
 def test_make_report_writes_the_regime_map(tmp_path: Path) -> None:
@@ -324,14 +336,14 @@ def test_coresets_stand_in_every_replay_mode_and_partial_inputs_is_no_axis() -> 
                 "sample_selector": method.split("+")[0], "token_selector": token,
                 "selector_params": {}, "token_selector_params": {}, "retention": 0.05,
                 "token_fraction": 0.25 if token else 1.0, "seed": seed,
-                "train": {"replay": replay, "partial_inputs": partial},
+                "train": {"replay": replay, "partial_inputs": partial, "input_dropout": None},
             },
         }  # fmt: skip
 
     records = [record("random", None, s, 0.7, "drop", True) for s in range(3)]
     records += [record("random+rollout", "rollout", s, 0.6, "drop", True) for s in range(3)]
     records += [record("random+rollout", "rollout", s, 0.8, "mask", False) for s in range(3)]
-    table = regime_table(records)
+    table = regime_table(cell_frame(records))
     assert "train.partial_inputs" not in table.columns
     by_mode = table.set_index("train.replay")
     assert by_mode.loc["drop", "difference_mean"] == pytest.approx(-0.1)

@@ -22,10 +22,12 @@ from reports.figures import (
     budget_split_points,
     draw_budget_split,
     draw_forgetting,
+    forgetting_figure,
     matrix_selection,
 )
 from reports.leaderboard import caption_for, leaderboard_frame
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.site import render_site
 from tests.conftest import REPO_ROOT
 from tests.test_reports import (
@@ -78,7 +80,7 @@ def best_coreset(task: str, retention: float) -> str:
 
 
 def test_matrix_selection_is_bounds_and_best_of_each_kind_at_the_middle_retention() -> None:
-    frame = leaderboard_frame(synthetic_records())
+    frame = leaderboard_frame(cell_frame(synthetic_records()))
     # split_shapes at 5%: reservoir is the best coreset, random+random the only core tokenset
     assert matrix_selection(frame, "split_shapes") == [
         ("none", None, None),
@@ -119,11 +121,11 @@ def test_make_report_draws_the_selected_matrices_forgetting_and_a_site(tmp_path:
 # --- forgetting -----------------------------------------------------------------------------------
 
 
-def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
+def test_forgetting_points_are_the_seed_means_with_their_interval(tmp_path: Path) -> None:
     records = synthetic_records()
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     caption = caption_for(frame)
-    figure = draw_forgetting(records, "split_digits", caption)
+    figure = draw_forgetting(frame, "split_digits")
     rows = frame[frame["task"] == "split_digits"]
     drawn = sorted(
         (round(float(container.lines[0].get_xdata()[0]), 9)) for container in figure.axes[0].containers
@@ -131,7 +133,10 @@ def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
     assert drawn == sorted(round(value, 9) for value in rows["forgetting_mean"])
     labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
     assert labels[:2] == ["none", "joint"] and set(labels) == set(rows["method"])
-    assert caption in figure._suptitle.get_text().replace("\n", " ")
+    assert figure._suptitle is None  # provenance goes into the caption file, not the figure
+    paths = forgetting_figure(frame, "split_digits", tmp_path, caption)
+    assert [path.name for path in paths][-1] == "forgetting_split_digits.caption.txt"
+    assert caption in " ".join(paths[-1].read_text().split())
 
 
 # --- budget split ----------------------------------------------------------------------------------
@@ -140,13 +145,14 @@ def test_forgetting_points_are_the_seed_means_with_their_interval() -> None:
 def test_budget_split_is_skipped_with_one_token_fraction(tmp_path: Path) -> None:
     stale = tmp_path / "budget_split_split_shapes.png"
     stale.write_bytes(b"old")
-    assert draw_budget_split(synthetic_records(), "split_shapes", "caption") is None
-    assert budget_split_figure(synthetic_records(), "split_shapes", tmp_path, "caption") == []
+    board = leaderboard_frame(cell_frame(synthetic_records()))
+    assert draw_budget_split(board, "split_shapes") is None
+    assert budget_split_figure(board, "split_shapes", tmp_path, "caption") == []
     assert not stale.exists()
 
 
 def test_budget_split_points_add_the_coreset_at_t_1() -> None:
-    frame = leaderboard_frame(swept_records())
+    frame = leaderboard_frame(cell_frame(swept_records()))
     points = budget_split_points(frame, "split_shapes", "random+random")
     assert len(points) == len(RETENTIONS) * (len(SWEPT_FRACTIONS) + 1)
     coreset = points[points["source"] == "coreset"]
@@ -156,32 +162,37 @@ def test_budget_split_points_add_the_coreset_at_t_1() -> None:
 
 
 def test_budget_split_draws_a_line_per_retention_at_the_seed_means(tmp_path: Path) -> None:
-    records = swept_records()
-    caption = caption_for(leaderboard_frame(records))
-    figure = draw_budget_split(records, "split_shapes", caption)
+    board = leaderboard_frame(cell_frame(swept_records()))
+    caption = caption_for(board)
+    figure = draw_budget_split(board, "split_shapes")
     assert figure is not None
     axes = figure.axes[0]
     assert axes.get_title() == "random+random"
-    lines = {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("retention")}
+    lines = {
+        container.get_label(): container.lines[0]
+        for container in axes.containers
+        if container.get_label().startswith("retention")
+    }
     assert sorted(lines) == sorted(f"retention {r * 100:g}%" for r in RETENTIONS)
     for retention in RETENTIONS:
         line = lines[f"retention {retention * 100:g}%"]
         assert list(line.get_xdata()) == [*SWEPT_FRACTIONS, 1.0]
         expected = [np.mean([split_accuracy(retention, t, s) for s in SEEDS]) for t in SWEPT_FRACTIONS]
         assert np.allclose(line.get_ydata()[:-1], expected)
-    assert caption in figure._suptitle.get_text().replace("\n", " ")
-    assert draw_budget_split(records, "split_digits", caption) is None  # nothing swept there
-    paths = budget_split_figure(records, "split_shapes", tmp_path, caption)
-    assert [path.name for path in paths] == ["budget_split_split_shapes.pdf", "budget_split_split_shapes.png"]
+    assert draw_budget_split(board, "split_digits") is None  # nothing swept there
+    paths = budget_split_figure(board, "split_shapes", tmp_path, caption)
+    stem = "budget_split_split_shapes"
+    assert [path.name for path in paths] == [f"{stem}.pdf", f"{stem}.png", f"{stem}.caption.txt"]
+    assert caption in " ".join(paths[-1].read_text().split())
 
 
 # --- the HTML page ---------------------------------------------------------------------------------
 
 
 def test_site_rows_carry_sort_values_and_methods_their_descriptions(tmp_path: Path) -> None:
-    records = synthetic_records()
-    frame = leaderboard_frame(records)
-    page = render_site(frame, records, caption_for(frame), [], tmp_path)
+    cells = cell_frame(synthetic_records())
+    frame = leaderboard_frame(cells)
+    page = render_site(frame, cells, caption_for(frame), [], tmp_path)
     rows = re.findall(r"<tr class=\"[^\"]+\">(.*?)</tr>", page)
     assert len(rows) == len(frame)
     first = re.findall(r'data-sort="([^"]*)"', rows[0])
@@ -252,7 +263,7 @@ def test_chromium_lists_every_method_of_the_committed_results(default_site: Path
     dom = dump_dom(browser, default_site, "", tmp_path / "profile")
     rows = dom_rows(dom)
     assert {row[1] for row in rows} == committed_methods()
-    assert len(rows) == len(leaderboard_frame(load_results(DEFAULT_CELLS.parent)))
+    assert len(rows) == len(leaderboard_frame(cell_frame(load_results(DEFAULT_CELLS.parent))))
     for source in re.findall(r'<img src="([^"]+)"', dom):
         assert (default_site.parent / source).is_file(), source
     assert "<img" in dom

@@ -8,7 +8,8 @@ import pytest
 
 from benchmark import registry
 from benchmark.gallery import GallerySource, compute_gallery, first_stream_with_masks, pick_images
-from reports.gallery import attribution_gallery, draw_gallery, gallery_sources
+from reports.gallery import attribution_gallery, draw_gallery, gallery_caption, gallery_sources
+from reports.records import cell_frame
 from tests.test_reports import synthetic_records
 
 SMALL_SHAPES = {"train_per_class": 20, "test_per_class": 5}
@@ -45,17 +46,19 @@ def test_gallery_is_deterministic(small_gallery) -> None:
 
 
 def test_gallery_figure_has_a_column_per_selector_and_the_caption(small_gallery) -> None:
-    _, _, gallery = small_gallery
-    figure = draw_gallery(gallery, "Grid g; 1 seeds (0); commit abc.")
+    source, _, gallery = small_gallery
+    figure = draw_gallery(gallery)
     titles = [axes.get_title() for axes in figure.axes[: 1 + len(gallery.kept)]]
     assert titles == ["image, mask", *gallery.kept]
     assert len(figure.axes) == 6 * (1 + len(gallery.kept))
-    assert "commit abc" in figure._suptitle.get_text()
+    assert figure._suptitle is None  # what it shows and its provenance go into the caption file
+    caption = gallery_caption(source, gallery, "Grid g; 1 seeds (0); commit abc.", epochs=1)
+    assert caption.endswith("commit abc.") and f"top {gallery.kept_per_image} of 16 tokens" in caption
 
 
 def test_gallery_sources_prefer_tasks_with_attribution() -> None:
     records = synthetic_records()
-    sources = gallery_sources(records)
+    sources = gallery_sources(cell_frame(records))
     assert sources[0].task == "split_shapes"  # its core tokensets carry attribution
     assert {source.task for source in sources} == {"split_shapes", "split_digits"}
 
@@ -63,6 +66,6 @@ def test_gallery_sources_prefer_tasks_with_attribution() -> None:
 def test_no_task_with_masks_is_a_note_not_a_file(tmp_path) -> None:
     stale = tmp_path / "attribution_gallery.png"
     stale.write_bytes(b"old")
-    paths, note = attribution_gallery(synthetic_records(), tmp_path, "caption")
+    paths, note = attribution_gallery(cell_frame(synthetic_records()), tmp_path, "caption")
     assert paths == [] and "no task of these results has ground-truth masks" in note
     assert not stale.exists()

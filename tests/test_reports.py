@@ -17,14 +17,10 @@ from benchmark.config import CellConfig, TrainConfig
 from benchmark.errors import UserError
 from benchmark.results import FAILED, FINISHED, CellResult, load_results, write_json_atomic
 from reports.figures import accuracy_matrix_figure, draw_memory_accuracy, mean_accuracy_matrix, method_palette
-from reports.leaderboard import (
-    escape_latex,
-    failed_frame,
-    leaderboard_frame,
-    leaderboard_latex,
-    leaderboard_markdown,
-)
+from reports.latex import escape_latex, leaderboard_latex
+from reports.leaderboard import failed_frame, leaderboard_frame, leaderboard_markdown
 from reports.make import make_report
+from reports.records import cell_frame
 from reports.stats import format_bytes, format_mean_ci, mean_ci
 
 TASKS = ("split_shapes", "split_digits")
@@ -165,16 +161,12 @@ def markdown_rows(markdown: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
 
 
-def latex_row(lines: list[str], task: str, method: str, retention: str) -> str:
-    for line in lines:
-        cells = line.split(" & ")
-        if (
-            len(cells) > 3
-            and cells[:2] == [escape_latex(task), escape_latex(method)]
-            and cells[3] == retention
-        ):
-            return line
-    raise AssertionError(f"no LaTeX row for {task} {method} {retention}")
+def latex_pivot(latex: str, task: str) -> dict[str, list[str]]:
+    """The rows of ``task``'s method × retention pivot: method label → its cells, one per retention."""
+    table = next(part for part in latex.split(r"\begin{table*}") if f"on {escape_latex(task)}," in part)
+    body = table.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    rows = [line.removesuffix(r" \\").split(" & ") for line in body.splitlines() if " & " in line]
+    return {cells[0].replace(r"\allowbreak{}", ""): cells[1:] for cells in rows}
 
 
 def retention_text(retention: float | None) -> str:
@@ -216,7 +208,7 @@ def test_format_mean_ci() -> None:
 
 
 def test_frame_has_one_row_per_task_method_retention(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     keys = [
         (task, method, None if math.isnan(retention) else retention)
         for task, method, retention in zip(frame["task"], frame["method"], frame["retention"], strict=True)
@@ -235,7 +227,7 @@ def test_frame_has_one_row_per_task_method_retention(records: list[dict[str, Any
 
 
 def test_frame_ci_is_student_t_over_seeds(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     row = frame[
         (frame["task"] == "split_shapes") & (frame["method"] == "random") & (frame["retention"] == 0.05)
     ]
@@ -251,7 +243,7 @@ def test_frame_ci_is_student_t_over_seeds(records: list[dict[str, Any]]) -> None
 
 
 def test_learned_is_false_only_where_a_seed_did_not_learn(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     not_learned = frame[~frame["learned"]]
     task, method, retention, _ = LOW_DIAGONAL
     assert list(zip(not_learned["task"], not_learned["method"], not_learned["retention"], strict=True)) == [
@@ -261,7 +253,7 @@ def test_learned_is_false_only_where_a_seed_did_not_learn(records: list[dict[str
 
 
 def test_attribution_columns_only_for_tokensets_with_masks(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     precision = frame.set_index(["task", "method", "retention"])["attribution_precision_mean"]
     assert precision[("split_shapes", "random+random", 0.2)] == pytest.approx(0.61)
     assert precision.drop(index="random+random", level="method").isna().all()
@@ -273,20 +265,20 @@ def test_cells_differing_in_task_params_are_not_pooled() -> None:
     other = cell_config("split_shapes", "random", 0.05, 0)
     other = CellConfig(**{**other.__dict__, "task_params": {"modes": 8}})
     records.append({**records[0], "config": other.to_dict(), "config_hash": other.config_hash})
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     assert sorted(frame["task"]) == ["split_shapes[modes=2]", "split_shapes[modes=8]"]
     assert sorted(frame["seeds"]) == [1, 3]
 
 
 def test_a_cell_found_in_two_grid_folders_counts_once(results_dir: Path) -> None:
-    single = leaderboard_frame(load_results(results_dir))
+    single = leaderboard_frame(cell_frame(load_results(results_dir)))
     for record in synthetic_records():  # the same cells, met again under a second grid's folder
         write_json_atomic(results_dir.parent / "copy" / "cells" / f"{record['config_hash']}.json", record)
     retried = finished_cell(*FAILED_CELL)  # the failed cell, finished in a folder read before it
     write_json_atomic(results_dir.parent / "a_retry" / "cells" / f"{retried['config_hash']}.json", retried)
     records = load_results(results_dir.parent)
-    frame = leaderboard_frame(records)
-    assert failed_frame(records).empty
+    frame = leaderboard_frame(cell_frame(records))
+    assert failed_frame(cell_frame(records)).empty
     task, method, retention, _ = FAILED_CELL
     retried_row = (frame["task"] == task) & (frame["method"] == method) & (frame["retention"] == retention)
     assert frame.loc[retried_row, "seeds"].item() == 4
@@ -297,7 +289,7 @@ def test_a_cell_found_in_two_grid_folders_counts_once(results_dir: Path) -> None
 
 
 def test_markdown_bolds_the_best_final_accuracy_per_task_and_retention(records: list[dict[str, Any]]) -> None:
-    markdown = leaderboard_markdown(leaderboard_frame(records), "caption")
+    markdown = leaderboard_markdown(leaderboard_frame(cell_frame(records)), "caption")
     bolded = {}
     for task, method, _, retention, *_, final in (row[:7] for row in markdown_rows(markdown)):
         if final.startswith("**"):
@@ -312,7 +304,7 @@ def test_markdown_bolds_the_best_final_accuracy_per_task_and_retention(records: 
 
 
 def test_markdown_dagger_marks_exactly_the_group_that_did_not_learn(records: list[dict[str, Any]]) -> None:
-    markdown = leaderboard_markdown(leaderboard_frame(records), "caption")
+    markdown = leaderboard_markdown(leaderboard_frame(cell_frame(records)), "caption")
     marked = [(row[0], row[1], row[3]) for row in markdown_rows(markdown) if "†" in " ".join(row)]
     task, method, retention, _ = LOW_DIAGONAL
     assert marked == [(task, method, retention_text(retention))]
@@ -322,7 +314,7 @@ def test_markdown_dagger_marks_exactly_the_group_that_did_not_learn(records: lis
 
 
 def test_markdown_shows_mean_and_interval_in_one_cell(records: list[dict[str, Any]]) -> None:
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     markdown = leaderboard_markdown(frame, "Grid smoke; 3 seeds")
     row = next(r for r in markdown_rows(markdown) if r[:2] == ["split_digits", "random"] and r[3] == "20%")
     mean, half_width = mean_ci(expected_finals("split_digits", "random", 0.2))
@@ -330,25 +322,35 @@ def test_markdown_shows_mean_and_interval_in_one_cell(records: list[dict[str, An
     assert "Grid smoke; 3 seeds" in markdown
 
 
-def test_latex_is_booktabs_escaped_and_bold(records: list[dict[str, Any]]) -> None:
-    latex = leaderboard_latex(leaderboard_frame(records), "grid my_grid")
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+def test_latex_pivot_is_booktabs_escaped_with_bold_best_and_dagger(records: list[dict[str, Any]]) -> None:
+    latex = leaderboard_latex(leaderboard_frame(cell_frame(records)), "Grid my_grid")
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabularx}{\textwidth}"):
         assert rule in latex
-    assert r"split\_shapes" in latex and r"my\_grid" in latex and r"20\%" in latex
-    assert re.search(r"(?<!\\)_", latex.replace(r"\_", "")) is None
-    assert (
-        re.search(r"(?<!\\)%", "\n".join(latex.splitlines()[1:])) is None
-    )  # only the first line is a comment
-    lines = latex.splitlines()
-    best_line = latex_row(lines, "split_digits", best_method("split_digits", 0.05), r"5\%")
-    assert r"\textbf{" in best_line
-    dagger_lines = [line for line in lines if r"$^\dagger$" in line and " & " in line]
-    assert dagger_lines == [latex_row(lines, "split_digits", "reservoir", r"5\%")]
-    assert latex.count(r"\textbf{") == len(TASKS) * len(RETENTIONS)
+    assert r"split\_shapes" in latex and "% Grid my_grid" in latex and r"{20\%}" in latex
+    text = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))
+    assert re.search(r"(?<!\\)_", text.replace(r"\_", "")) is None
+    assert re.search(r"(?<!\\)%", text) is None  # every % escaped outside the comment lines
+    for task in TASKS:
+        pivot = latex_pivot(latex, task)
+        assert set(pivot) >= {"none", "joint", "random", "reservoir", "random+random ($t = 25\\%$)"}
+        stored = {label: cells for label, cells in pivot.items() if len(cells) == len(RETENTIONS)}
+        for column, retention in enumerate(RETENTIONS):
+            bold = [label for label, cells in stored.items() if r"\textbf{" in cells[column]]
+            assert [label.split(" ")[0] for label in bold] == [best_method(task, retention)]
+        assert pivot["none"][0].startswith(r"\multicolumn{3}{c}")  # a bound spans the retentions
+    daggers = {
+        (task, label, column)
+        for task in TASKS
+        for label, cells in latex_pivot(latex, task).items()
+        for column, cell in enumerate(cells)
+        if r"$^\dagger$" in cell
+    }
+    assert daggers == {("split_digits", "reservoir", RETENTIONS.index(0.05))}
 
 
 def test_escape_latex() -> None:
     assert escape_latex("a_b & 10% {x} #1 $") == r"a\_b \& 10\% \{x\} \#1 \$"
+    assert escape_latex("× 2 ≤ 3 ± 1") == r"$\times$ 2 $\leq$ 3 $\pm$ 1"
     assert escape_latex("gradmatch+gradlrp") == "gradmatch+gradlrp"
 
 
@@ -358,7 +360,11 @@ def test_escape_latex() -> None:
 def test_make_report_writes_tables_csv_figures_and_failed(results_dir: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "report"
     outputs = make_report(results_dir, out_dir)
-    assert {path.name for path in outputs["tables"]} == {"leaderboard.md", "leaderboard.tex"}
+    assert {path.name for path in outputs["tables"]} == {
+        "leaderboard.md",
+        "leaderboard.tex",
+        "coreset_size.tex",
+    }
     for task in TASKS:
         png = out_dir / f"memory_accuracy_{task}.png"
         pdf = out_dir / f"memory_accuracy_{task}.pdf"
@@ -387,40 +393,60 @@ def test_line_colour_of_a_method_is_the_same_in_every_figure(records: list[dict[
     records = [
         r for r in records if (r["config"]["task"], r["config"]["method"]) != ("split_digits", "random")
     ]
-    palette = method_palette(records)
+    palette = method_palette(leaderboard_frame(cell_frame(records)))
     colorblind = sns.color_palette("colorblind", n_colors=10)
     assert palette == {name: tuple(colorblind[i]) for i, name in enumerate(sorted(STORED_METHODS))}
     shuffled = list(records)
     random.Random(0).shuffle(shuffled)
-    assert method_palette(shuffled) == palette
+    assert method_palette(leaderboard_frame(cell_frame(shuffled))) == palette
     colours = {}
+    board = leaderboard_frame(cell_frame(records))
     for task in TASKS:
-        for line in draw_memory_accuracy(records, task, "caption").axes[0].get_lines():
-            colours.setdefault(line.get_label(), set()).add(tuple(line.get_color()))
+        for name, line in drawn_series(draw_memory_accuracy(board, task)).items():
+            colours.setdefault(name, set()).add(tuple(line.get_color()))
     assert {name: colours[name] for name in STORED_METHODS} == {
         name: {palette[name]} for name in STORED_METHODS
     }
 
 
-def test_core_tokensets_are_dashed_and_bounds_dotted(records: list[dict[str, Any]]) -> None:
-    axes = draw_memory_accuracy(records, "split_shapes", "caption").axes[0]
-    styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
-    assert styles["random"] == "-" and styles["reservoir"] == "-" and styles["random+random"] == "--"
-    dotted = sorted(line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":")
-    assert dotted == pytest.approx(
-        [np.mean(expected_finals("split_shapes", bound, None)) for bound in ("none", "joint")]
-    )
-    assert axes.get_xscale() == "log"
+def drawn_series(figure) -> dict[str, Any]:
+    """The data line of each series (an error-bar container) in every panel, by its name."""
+    return {
+        container.get_label().removesuffix(" (best)"): container.lines[0]
+        for axes in figure.axes
+        for container in axes.containers
+    }
+
+
+def test_coresets_and_core_tokensets_are_facets_and_bounds_dotted(records: list[dict[str, Any]]) -> None:
+    figure = draw_memory_accuracy(leaderboard_frame(cell_frame(records)), "split_shapes")
+    coresets, tokensets = figure.axes[:2]
+    assert {c.get_label().removesuffix(" (best)") for c in coresets.containers} == {"random", "reservoir"}
+    assert [c.get_label().removesuffix(" (best)") for c in tokensets.containers] == ["random+random"]
+    styles = {name: line.get_linestyle() for name, line in drawn_series(figure).items()}
+    assert styles == {"random": "-", "reservoir": "-", "random+random": "--"}
+    for axes in (coresets, tokensets):
+        dotted = sorted(line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":")
+        assert dotted == pytest.approx(
+            [np.mean(expected_finals("split_shapes", bound, None)) for bound in ("none", "joint")]
+        )
+        assert axes.get_xscale() == "log"
+    # the best coreset is repeated, grey, beside the core tokensets
+    reference = [line for line in tokensets.get_lines() if line.get_label().startswith("best coreset")]
+    assert len(reference) == 1 and "reservoir" in reference[0].get_label()
 
 
 def test_accuracy_matrix_is_the_seed_mean(records: list[dict[str, Any]], tmp_path: Path) -> None:
-    matrix, seeds = mean_accuracy_matrix(records, "split_digits", "reservoir", 0.05)
+    matrix, seeds = mean_accuracy_matrix(cell_frame(records), "split_digits", "reservoir", 0.05)
     by_hand = np.mean(
         [finished_cell("split_digits", "reservoir", 0.05, seed)["accuracy_matrix"] for seed in SEEDS], axis=0
     )
     assert seeds == 3 and np.allclose(matrix, by_hand)
-    paths = accuracy_matrix_figure(records, "split_digits", "reservoir", 0.05, tmp_path)
-    assert [path.read_bytes()[:5] for path in paths] == [PDF_MAGIC, PNG_MAGIC[:5]]
+    paths = accuracy_matrix_figure(
+        cell_frame(records), "split_digits", "reservoir", 0.05, tmp_path, caption="G."
+    )
+    assert [path.read_bytes()[:5] for path in paths[:2]] == [PDF_MAGIC, PNG_MAGIC[:5]]
+    assert paths[2].name.endswith(".caption.txt") and paths[2].read_text().strip().endswith("G.")
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -481,7 +507,7 @@ def test_a_task_scored_by_cider_is_named_and_not_judged_by_the_accuracy_threshol
         cell = finished_cell("split_digits", "random", 0.05, seed)
         cell.update(metric="CIDEr", diagonal_mean=0.5)  # a CIDEr diagonal below 0.9 is no failure to learn
         captions.append(cell)
-    frame = leaderboard_frame(cells + captions)
+    frame = leaderboard_frame(cell_frame(cells + captions))
     assert frame.set_index("task").loc["split_digits", "learned"]
     text = leaderboard_markdown(frame, "caption")
     assert "split_digits: the final-accuracy and forgetting columns hold CIDEr" in text
@@ -492,7 +518,7 @@ def test_dagger_marks_a_row_whose_mean_diagonal_passes_when_one_seed_does_not() 
     records = [finished_cell("split_shapes", "random", 0.05, seed) for seed in SEEDS]
     records[1]["accuracy_matrix"][1][1] = 0.73  # seed 1's diagonal mean: (0.97 + 0.73 + 0.97) / 3 = 0.89
     records[1]["diagonal_mean"] = float(np.mean(np.diag(np.asarray(records[1]["accuracy_matrix"]))))
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(cell_frame(records))
     assert frame["diagonal_mean"].item() > 0.9 and not frame["learned"].item()
     markdown = leaderboard_markdown(frame, "caption")
     assert any("†" in " ".join(row) for row in markdown_rows(markdown))
