@@ -190,3 +190,25 @@ def test_a_tracking_failure_costs_no_cell_and_the_next_run_fills_mlflow_in(
     cells = runs_by_kind(uri)["cell"]
     assert sorted(r.data.tags["config_hash"] for r in cells) == sorted(records(results))
     assert {r.info.status for r in cells} == {"FINISHED"}
+
+
+def test_a_records_shortcut_diagnostics_coverage_and_validation_score_become_metrics() -> None:
+    from benchmark.track import record_metrics
+
+    shortcut = [
+        {"old_whole": None, "new_whole": 0.9, "newest_share_whole": None},
+        {"old_whole": 0.4, "new_whole": 0.8, "newest_share_whole": 0.25},
+    ]
+    record = {
+        "accuracy_matrix": [[0.9, 0.0], [0.4, 0.8]],
+        "validation_final_accuracy": 0.55,
+        "classes_covered_per_task": [2, 1],
+        "shortcut": shortcut,
+    }
+    metrics = {(m.key, m.step): m.value for m in record_metrics(record, 0, 0)}
+    assert metrics[("validation_final_accuracy", 0)] == pytest.approx(0.55)
+    assert metrics[("classes_covered", 0)] == 2 and metrics[("classes_covered", 1)] == 1
+    assert metrics[("shortcut_new_whole", 0)] == pytest.approx(0.9)
+    assert metrics[("shortcut_old_whole", 1)] == pytest.approx(0.4)
+    assert metrics[("shortcut_newest_share_whole", 1)] == pytest.approx(0.25)
+    assert ("shortcut_old_whole", 0) not in metrics  # undefined after the first task: not logged
