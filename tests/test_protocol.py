@@ -315,10 +315,26 @@ def test_stream_seeds_draw_each_cells_data_and_class_order(tmp_path: Path) -> No
         load_grid(grid)
 
 
-@pytest.mark.parametrize("name", ["default", "regimes", "vqa", "captions"])
+# grid → (its protocol-1 records, the overrides that make the grid file name exactly them)
+PROTOCOL_1_RECORDS = {
+    "default": ("default_protocol1", ["protocol=1", "stream_seeds=false", "seeds=[0, 1, 2]"]),
+    "regimes": ("regimes", ["protocol=1", "stream_seeds=false"]),
+    "vqa": ("vqa", []),
+    "captions": ("captions", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_1_RECORDS))
 def test_the_committed_protocol_1_cells_keep_their_names(name: str) -> None:
-    overrides = [] if name in ("vqa", "captions") else ["protocol=1", "stream_seeds=false"]
+    folder, overrides = PROTOCOL_1_RECORDS[name]
     cells = {c.config_hash for c in load_grid(GRIDS / f"{name}.toml", overrides).cells}
+    committed = {p.stem for p in (RESULTS / folder / "cells").glob("*.json")}
+    assert committed and cells == committed
+
+
+@pytest.mark.parametrize("name", ["default", "fair"])
+def test_the_committed_protocol_2_records_are_the_grid_files_cells(name: str) -> None:
+    cells = {c.config_hash for c in load_grid(GRIDS / f"{name}.toml").cells}
     committed = {p.stem for p in (RESULTS / name / "cells").glob("*.json")}
     assert committed and cells == committed
 
