@@ -179,9 +179,23 @@ def herding_mean_distance(features: np.ndarray, labels: np.ndarray, indices: np.
     return float(np.mean(gaps)) if gaps else float("nan")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Partitioned(SelectorBase):
+    """The options of the partitioned two-round selection (``methods/partitions.py``) that herding,
+    k-center and CRAIG share: ``partitions`` cells (1: the exact selector), ``oversample`` of each
+    cell's share in round 1, and where the cells run (``parallel``)."""
+
+    partitions: int = 1
+    oversample: float = 2.0
+    parallel: str = "auto"
+
+    def __post_init__(self) -> None:
+        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
+
+
 @registry.register("sample_selector", "herding")
 @dataclass(frozen=True, kw_only=True)
-class Herding(SelectorBase):
+class Herding(Partitioned):
     """Herding (Welling 2009; iCaRL, Rebuffi et al. 2017): per class, match the class mean of unit embeddings.
 
     Step t adds argmin_i ||mu - (sum_{s in S} h_s + h_i) / t|| over unchosen i,
@@ -195,13 +209,6 @@ class Herding(SelectorBase):
     bound against the exact herding (measured in ``results/perf``); one cell
     gives exactly the exact herding.
     """
-
-    partitions: int = 1
-    oversample: float = 2.0
-    parallel: str = "auto"
-
-    def __post_init__(self) -> None:
-        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         normalised = unit_rows(as_float64(pool.features))
@@ -291,7 +298,7 @@ def kcenter_radius(features: np.ndarray, indices: np.ndarray) -> float:
 
 @registry.register("sample_selector", "kcenter")
 @dataclass(frozen=True, kw_only=True)
-class KCenter(SelectorBase):
+class KCenter(Partitioned):
     """Greedy k-center (Sener & Savarese 2018): add the sample farthest from its nearest centre, whole pool.
 
     The first centre is drawn from the generator; the greedy choice gives a
@@ -310,13 +317,6 @@ class KCenter(SelectorBase):
     apply: a step's cost is the distance update over every sample, not the
     choice among candidates.
     """
-
-    partitions: int = 1
-    oversample: float = 2.0
-    parallel: str = "auto"
-
-    def __post_init__(self) -> None:
-        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         n = len(pool)
@@ -411,7 +411,7 @@ def facility_location_value(
 
 @registry.register("sample_selector", "craig")
 @dataclass(frozen=True, kw_only=True)
-class Craig(SelectorBase):
+class Craig(Partitioned):
     """CRAIG (Mirzasoleiman et al. 2020): per class, lazy-greedy facility location on gradients.
 
     Similarity s_ij = c - ||g_i - g_j|| with c >= the class's largest distance;
@@ -444,18 +444,15 @@ class Craig(SelectorBase):
     dense_max: int = 5000
     optimizer: str = "lazy"
     epsilon: float = 0.01
-    partitions: int = 1
-    oversample: float = 2.0
-    parallel: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dense_max < 0:
             raise ValueError(f"dense_max must be >= 0, got {self.dense_max}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
-        cells.check_partition_params(self.partitions, self.oversample, self.parallel)
 
     def select(self, pool: SamplePool, budget: int, rng: np.random.Generator) -> Selection:
         grads = _require_grads(pool, "craig")

@@ -78,3 +78,23 @@ def finished_record(cell: Any) -> dict:
         "final_average_accuracy": 0.5,
         "wall_seconds": 1.0,
     }
+
+
+def tiny_grid(name: str, extra: str = "") -> str:
+    """A two-cell split-shapes grid (``none`` and ``random+random``) that runs in seconds, ``extra``
+    TOML appended (a ``[[variant]]``, say)."""
+    return f"""
+name = "{name}"
+tasks = ["split-shapes"]
+methods = ["none", "random+random"]
+retention = [0.1]
+seeds = [0]
+token_fraction = [0.5]
+[train]
+epochs = 1
+batch_size = 16
+replay_batch_size = 16
+[task_params.split-shapes]
+train_per_class = 8
+test_per_class = 4
+{extra}"""

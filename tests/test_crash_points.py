@@ -29,23 +29,9 @@ from benchmark.cli import main
 from benchmark.crashpoints import CRASH_AT, CRASH_CELL, CRASH_POINTS, CRASH_SIGNAL
 from benchmark.grid import load_grid
 from benchmark.results import record_problem
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_grid
 
-TINY = """
-name = "tiny"
-tasks = ["split-shapes"]
-methods = ["none", "random+random"]
-retention = [0.1]
-seeds = [0]
-token_fraction = [0.5]
-[train]
-epochs = 1
-batch_size = 16
-replay_batch_size = 16
-[task_params.split-shapes]
-train_per_class = 8
-test_per_class = 4
-"""
+TINY = tiny_grid("tiny")
 KILLED = -signal.SIGKILL  # a multiprocessing child's exit code when SIGKILL ended it
 FORKS = multiprocessing.get_context("forkserver")
 FORKS.set_forkserver_preload(["benchmark.cli", "benchmark.runner", "benchmark.track", "mlflow.tracking"])

@@ -37,7 +37,13 @@ def test_unknown_kind_is_refused() -> None:
 
 
 def test_names_filter_uses_shell_wildcards() -> None:
-    assert registry.names("task", filter="split-*") == ["split-cifar100", "split-digits", "split-shapes"]
+    assert registry.names("task", filter="split-*") == [
+        "split-cifar100",
+        "split-digits",
+        "split-shapes",
+        "split-shapes-distractors",
+        "split-text",
+    ]
     assert registry.names("sample_selector", filter="res*") == ["reservoir"]
 
 

@@ -20,25 +20,9 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.grid import load_grid
+from tests.conftest import tiny_grid
 
-GRID = """
-name = "tracked"
-tasks = ["split-shapes"]
-methods = ["none", "random+random"]
-retention = [0.1]
-seeds = [0]
-token_fraction = [0.5]
-[train]
-epochs = 1
-batch_size = 16
-replay_batch_size = 16
-[task_params.split-shapes]
-train_per_class = 8
-test_per_class = 4
-[[variant]]
-methods = ["random+random"]
-train = { replay = "mask" }
-"""
+GRID = tiny_grid("tracked", '[[variant]]\nmethods = ["random+random"]\ntrain = { replay = "mask" }\n')
 
 
 def client_for(uri: str) -> Any:
