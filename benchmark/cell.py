@@ -1,6 +1,6 @@
 """Run one grid cell: train the task stream with the cell's memory, measure, return its record.
 
-The steps follow DESIGN's data flow. The cell's registry entries (task stream,
+The steps follow the data flow of docs/design.md. The cell's registry entries (task stream,
 selectors, objective) are created and its data split (``cell_data``: each
 task's validation slice held out under protocol 2, test data sealed). Then,
 for each ``[tune]`` candidate of its training recipe (the cell itself when it

@@ -37,7 +37,7 @@ class TrainConfig:
     # None: the protocol's default (2: ``DEFAULT_INPUT_DROPOUT`` for every method; 1: 0 for coresets,
     # 0.5 for core tokensets)
     input_dropout: float | None = None
-    pretrained: bool = True  # False: train from scratch (ablation; DESIGN: it does not learn)
+    pretrained: bool = True  # False: train from scratch (ablation; docs/design.md: it does not learn)
     backbone_weights: str = ""  # a local timm checkpoint to start from instead of the procedural one
     eval_batch_size: int = 256
     device: str = "auto"  # "auto": CUDA when available, else CPU

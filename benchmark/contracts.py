@@ -14,7 +14,7 @@ round (``tests/test_import_rules.py`` keeps that shape).
   image's reference strings for the metric.
 - Models read a ``TokenBatch``: any subset of a sample's patch tokens with
   their own positions (``patchify`` fixes the token order).
-- Sample selectors (DESIGN, "Public contracts") take a ``SamplePool`` and
+- Sample selectors (docs/design.md, "Public contracts") take a ``SamplePool`` and
   return a ``Selection``; token selectors rank ``TokenInputs``; a pair
   selector (single-stage selection) spends a byte budget on (sample, token)
   pairs itself.

@@ -37,7 +37,7 @@ design: sweep one axis at a time around a base regime, instead of the whole
 product); a cell in several of them runs once.
 
 TOML cannot hold both ``tasks = [...]`` and a table ``[tasks.<name>]``, so the
-per-entry tables of DESIGN's contract are spelled ``[task_params.<name>]`` and
+per-entry tables of the contract in docs/design.md are spelled ``[task_params.<name>]`` and
 ``[sample_selector_params.<name>]`` / ``[token_selector_params.<name>]``.
 Every problem is a one-line ``UserError`` that names it.
 """

@@ -6,7 +6,7 @@ kept token costs its patch's pixels plus its position (uint16). A text input
 (a VQA question) is kept whole, its token ids as uint16; a sequence target (a
 caption) is stored like a label, uint16 per token. A sample that
 keeps every token is stored whole, without positions, so a core tokenset at
-token fraction 1 is exactly the coreset (DESIGN, "Memory is bytes").
+token fraction 1 is exactly the coreset (docs/design.md, "Memory is bytes").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pretrain a task's backbone on a disjoint procedural set; name the weights by the recipe's hash.
 
-DESIGN, "Models must learn before methods are compared": a ViT trained from
+docs/design.md, "Why every model starts from a pretrained backbone": a ViT trained from
 scratch in sequence loses plasticity after its first task, so every task's
 model starts from weights this module makes (never from a hub). The file is
 small, committed, and loaded with ``weights_only=True``.

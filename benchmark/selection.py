@@ -1,6 +1,6 @@
 """After a task: build the selectors' view of it, pick samples, then tokens, within the byte budget.
 
-Gradient proxies follow METHODS.md: for cross-entropy on logits z = W h + b,
+Gradient proxies follow docs/methods.md: for cross-entropy on logits z = W h + b,
 ∂ℓ/∂z = p − e_y and ∂ℓ/∂W = (p − e_y) hᵀ; the proxy concatenates both
 (as CORDS does), from one batched forward pass, no per-sample backward. Each
 model computes its own (``features_and_grad_proxy``).

@@ -1,4 +1,4 @@
-"""After a task: choose its memory within the byte budget and store it (DESIGN: methods → memory).
+"""After a task: choose its memory within the byte budget and store it (docs/design.md, "Data flow").
 
 The budget is r × the task's base: under protocol 2 what its training samples
 cost stored whole (inputs plus label, caption or question), so a coreset keeps

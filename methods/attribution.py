@@ -1,6 +1,6 @@
 """Attribution token selectors: rank a stored sample's patch tokens by relevance for its true label.
 
-Definitions follow METHODS.md ("Token selectors"); A_b is block b's attention
+Definitions follow docs/methods.md ("Token selectors"); A_b is block b's attention
 probabilities [B, H, N, N] (N = 1 + P, index 0 = CLS), ∇A_b the gradient of
 the target logit w.r.t. A_b. Every ``rank`` works on ``inputs.device`` with
 the model in eval mode, returns float32 [B, P] on the CPU, and leaves the
@@ -164,7 +164,7 @@ class RolloutTokens:
 class AttentionGradCAMTokens:
     """Attention GradCAM (the baseline of Chefer et al. 2021): CLS row of E_h[(∇A_L ⊙ A_L)⁺], last block.
 
-    METHODS.md's definition, as the issue states it. The baseline in Chefer's
+    docs/methods.md's definition, as the issue states it. The baseline in Chefer's
     code instead weights each head's CLS row by that head's mean gradient
     (GradCAM's channel weights) and applies the ReLU after the head mean.
     """

@@ -52,7 +52,7 @@ class Reservoir(SelectorBase):
     """Reservoir sampling (Vitter 1985, algorithm R) over the task's training stream.
 
     The i-th sample seen (1-based) enters a full reservoir with probability
-    capacity / i, replacing a uniform slot. DESIGN fixes a byte budget per
+    capacity / i, replacing a uniform slot. The design (docs/design.md) fixes a byte budget per
     finished task, so the reservoir runs over each task's stream with that
     task's capacity (a cross-task reservoir would move bytes between tasks).
     """

@@ -3,7 +3,7 @@
 Each class registers as a ``sample_selector`` and follows the contract of
 ``methods.base``: ``select(pool, budget, rng)`` returns min(budget, n) distinct
 int64 pool indices with float32 non-negative weights, deterministic given the
-generator's state. Definitions follow METHODS.md ("Sample selectors").
+generator's state. Definitions follow docs/methods.md ("Sample selectors").
 
     from benchmark import registry
     selector = registry.create("sample_selector", "gradmatch", ridge=0.5)

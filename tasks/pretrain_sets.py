@@ -1,4 +1,5 @@
-"""Procedural pretraining sets: classes that no task uses (DESIGN, "Models must learn").
+"""Procedural pretraining sets: classes that no task uses (docs/design.md, "Why every
+model starts from a pretrained backbone").
 
 Each entry draws its images and names the recipe that pretrains a backbone on
 them; ``benchmark.pretrain`` runs the recipe and names the weights file by its

@@ -1,4 +1,5 @@
-"""The captioner learns each seq-captions task (DESIGN, "Models must learn before methods are compared")."""
+"""The captioner learns each seq-captions task (docs/design.md: models must learn before methods are
+compared)."""
 
 from __future__ import annotations
 

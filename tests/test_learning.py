@@ -1,4 +1,5 @@
-"""A benchmark whose model does not learn each task measures nothing (DESIGN, "Models must learn")."""
+"""A benchmark whose model does not learn each task measures nothing (docs/design.md: models must learn
+before methods are compared)."""
 
 from __future__ import annotations
 

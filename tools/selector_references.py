@@ -51,7 +51,7 @@ def plain_kcenter(features: np.ndarray, k: int, first: int) -> np.ndarray:
 
 
 def plain_herding(features: np.ndarray, labels: np.ndarray, budget: int) -> np.ndarray:
-    """Per-class herding as METHODS.md states it: argmin_i ||mu - (sum_S h + h_i) / t|| over unchosen i."""
+    """Per-class herding as docs/methods.md has it: argmin_i ||mu - (sum_S h + h_i) / t|| over unchosen i."""
     points = features.astype(np.float64)
     unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-300)
     chosen: list[int] = []
