@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import LinAlgError, lapack
 
+import methods.partitions as cells
 from benchmark import registry
 from benchmark.contracts import SamplePool, Selection
-from methods import partitions as cells
 from methods.arrays import as_float64, nearest, unit, unit_rows
 from methods.base import SelectorBase, per_class_budgets
 from methods.facility_location import facility_similarity, lazy_greedy, similarity_offset, stochastic_greedy
