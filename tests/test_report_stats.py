@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reports.comparisons import rank_intervals
 from reports.coreset_size import ABOVE, BELOW, INSIDE, matching_bytes
@@ -209,3 +211,17 @@ def test_equivalence_margin_is_a_report_setting_in_no_cell(tmp_path, monkeypatch
     assert make.declared_margin(pd.DataFrame({"grid": ["elsewhere"]})) == 0.02  # no file: the default
     with pytest.raises(UserError, match="different equivalence margins"):
         make.declared_margin(pd.DataFrame({"grid": ["declared", "plain"]}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(0.0, 1.0), st.just(math.nan)), min_size=1, max_size=12))
+def test_holm_equals_statsmodels_on_any_family(p_values: list[float]) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = holm(p_values)
+    values = np.asarray(p_values)
+    present = ~np.isnan(values)
+    assert np.isnan(adjusted[~present]).all()
+    if present.any():
+        expected = multipletests(values[present], method="holm")[1]
+        assert adjusted[present] == pytest.approx(expected, abs=1e-12)
