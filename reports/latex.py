@@ -38,7 +38,7 @@ from reports.stats import (
     WORSE,
     RatioSymbols,
     format_mean_ci,
-    format_ratio,
+    format_row_ratio,
 )
 
 REQUIRED_PACKAGES = ("booktabs", "tabularx", "array")
@@ -288,15 +288,7 @@ def coreset_size_latex(board: pd.DataFrame, provenance: str) -> str | None:
 
 
 def _ratio_cell(row: pd.Series) -> str:
-    return format_ratio(
-        row["coreset_size_ratio"],
-        row["coreset_size_low"],
-        row["coreset_size_high"],
-        row["coreset_size_position"],
-        row["coreset_size_low_clipped"],
-        row["coreset_size_high_clipped"],
-        RATIO_SYMBOLS,
-    )
+    return format_row_ratio(row, RATIO_SYMBOLS)
 
 
 # --- the regime map -------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from reports.stats import (
     format_mean_ci,
     format_number,
     format_p,
-    format_ratio,
+    format_row_ratio,
     mean_ci,
     mean_or_nan,
 )
@@ -421,16 +421,7 @@ def _display_row(row: pd.Series, is_best: bool, markup: Markup, attribution: Seq
             row["difference_mean"], row["difference_low"], row["difference_high"], missing=markup.missing
         ),
         markup.escape(format_verdict(row, markup.missing)),
-        markup.escape(
-            format_ratio(
-                row["coreset_size_ratio"],
-                row["coreset_size_low"],
-                row["coreset_size_high"],
-                row["coreset_size_position"],
-                row["coreset_size_low_clipped"],
-                row["coreset_size_high_clipped"],
-            )
-        ),
+        markup.escape(format_row_ratio(row)),
         format_mean_ci(
             row["forgetting_mean"], row["forgetting_ci"], plus_minus=markup.plus_minus, missing=markup.missing
         ),

@@ -25,6 +25,7 @@ import pandas as pd
 from benchmark.config import (
     AUTO,
     LATER_CELL_FIELDS,
+    LATER_SELECTOR_PARAMS,
     LATER_TASK_PARAMS,
     LATER_TRAIN_FIELDS,
     CellConfig,
@@ -218,10 +219,17 @@ def _settings(rows: list[Record]) -> None:
         row["regime"] = _regime(row)
 
 
+def _without_older_values(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``params`` less the parameters added later that hold their older-behaviour value, as the cell
+    hash leaves them out: a record written before a parameter existed and one that states its
+    default are the same setting."""
+    return {key: value for key, value in params.items() if not (key in later and later[key] == value)}
+
+
 def _row(record: Record) -> Record:
     result = _result(record)
     config = result.config
-    task_params = dict(config.get("task_params") or {})
+    task_params = _without_older_values(dict(config.get("task_params") or {}), LATER_TASK_PARAMS)
     train = {**LATER_TRAIN_FIELDS, **(config.get("train") or {})}
     retention = config.get("retention")
     matrix = np.asarray(result.accuracy_matrix or [], dtype=float)
@@ -236,7 +244,9 @@ def _row(record: Record) -> Record:
         "method": config["method"],
         "sample_selector": config.get("sample_selector") or config["method"].split("+")[0],
         "token_selector": config.get("token_selector"),
-        "selector_params": dict(config.get("selector_params") or {}),
+        "selector_params": _without_older_values(
+            dict(config.get("selector_params") or {}), LATER_SELECTOR_PARAMS
+        ),
         "token_selector_params": dict(config.get("token_selector_params") or {}),
         "retention": _float(retention),
         "token_fraction": AUTO

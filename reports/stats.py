@@ -8,6 +8,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -258,6 +259,19 @@ def format_ratio(
     low_text = f"{symbols.at_most} {_two_digits(low)}" if low_clipped else _two_digits(low)
     high_text = f"{symbols.at_least} {_two_digits(high)}" if high_clipped else _two_digits(high)
     return f"{text} [{low_text}, {high_text}]"
+
+
+def format_row_ratio(row: Any, symbols: RatioSymbols = RatioSymbols()) -> str:
+    """``format_ratio`` of a leaderboard row's ``coreset_size_*`` columns."""
+    return format_ratio(
+        row["coreset_size_ratio"],
+        row["coreset_size_low"],
+        row["coreset_size_high"],
+        row["coreset_size_position"],
+        row["coreset_size_low_clipped"],
+        row["coreset_size_high_clipped"],
+        symbols,
+    )
 
 
 def _two_digits(value: float) -> str:

@@ -136,3 +136,20 @@ def test_stream_seeds_are_the_repetition_and_protocols_are_never_pooled() -> Non
     assert all("protocol=" in label for label in random_rows["method"])
     tokenset = board[board["kind"] == "core tokenset"].iloc[0]
     assert tokenset["paired_seeds"] == 4 and tokenset["difference_mean"] == pytest.approx(0.02)
+
+
+def test_parameters_added_later_at_their_older_value_are_the_same_setting() -> None:
+    """A record written before split-shapes' ViT size and the coreset options existed, and one that
+    states their defaults (the same cell, rerun by later code), are one leaderboard row."""
+    old = [record("gradmatch", 0.02, seed, 0.7) for seed in (0, 1)]
+    new = [record("gradmatch", 0.02, seed, 0.7) for seed in (2,)]
+    for item in new:
+        item["config"]["task_params"].update(embed_dim=64, depth=4, num_heads=4)
+        item["config"]["selector_params"].update(partitions=1, batch_size=1)
+    frame = cell_frame(old + new)
+    assert frame["task_label"].nunique() == 1 and frame["selector_label"].nunique() == 1
+    board = leaderboard_frame(frame)
+    assert len(board) == 1 and board["seeds"].iat[0] == 3
+    wider = record("gradmatch", 0.02, 2, 0.7)
+    wider["config"]["task_params"]["embed_dim"] = 128  # not the older value: another setting
+    assert cell_frame([*old, wider])["task_label"].nunique() == 2
