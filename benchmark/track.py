@@ -208,14 +208,12 @@ def record_metrics(record: dict[str, Any], timestamp: int, validation_rows_logge
         "token_fraction_used": record.get("token_fraction_per_task") or [],
         "classes_covered": record.get("classes_covered_per_task") or [],
     }
-    for index, row in enumerate(record.get("shortcut") or []):  # shortcut_old_whole, … at step i
-        per_task.update({f"shortcut_{key}": [] for key in row if f"shortcut_{key}" not in per_task})
-        for key, value in row.items():
-            values = per_task[f"shortcut_{key}"]
-            values.extend([None] * (index - len(values)))
-            values.append(value)
     for name, values in per_task.items():
         metrics.extend(Metric(name, float(v), timestamp, i) for i, v in enumerate(values) if v is not None)
+    for index, row in enumerate(record.get("shortcut") or []):  # shortcut_old_whole, … at step i
+        metrics.extend(
+            Metric(f"shortcut_{key}", float(v), timestamp, index) for key, v in row.items() if v is not None
+        )
     metrics.extend(
         Metric(k, float(v), timestamp, 0)
         for k, v in finals.items()
