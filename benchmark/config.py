@@ -189,20 +189,18 @@ def config_hash(cell: CellConfig) -> str:
     fields of ``LATER_TRAIN_FIELDS`` at their older-behaviour value are left out
     so that a new option keeps the names of the cells that do not use it.
     """
-    payload = cell.to_dict()
+    payload = without_older_values(cell.to_dict(), LATER_CELL_FIELDS)
     payload.pop("grid")
-    for table, later in ((payload, LATER_CELL_FIELDS), (payload["train"], LATER_TRAIN_FIELDS)):
-        _drop_older_values(table, later)
-    _drop_older_values(payload["task_params"], LATER_TASK_PARAMS)
-    _drop_older_values(payload["selector_params"], LATER_SELECTOR_PARAMS)
+    payload["train"] = without_older_values(payload["train"], LATER_TRAIN_FIELDS)
+    payload["task_params"] = without_older_values(payload["task_params"], LATER_TASK_PARAMS)
+    payload["selector_params"] = without_older_values(payload["selector_params"], LATER_SELECTOR_PARAMS)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 
-def _drop_older_values(table: dict[str, Any], later: dict[str, ParamValue]) -> None:
-    """Remove the fields of ``later`` that hold the value reproducing the older behaviour."""
-    for name, value in later.items():
-        if name in table and table[name] == value:
-            del table[name]
+def without_older_values(table: dict[str, Any], later: dict[str, ParamValue]) -> dict[str, Any]:
+    """``table`` less the fields of ``later`` that hold the value reproducing the older behaviour: a
+    record written before a field existed and one that states its older value are the same setting."""
+    return {name: value for name, value in table.items() if not (name in later and later[name] == value)}
 
 
 def canonical_json(value: Any) -> str:

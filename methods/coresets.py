@@ -668,9 +668,12 @@ def gradmatch_per_batch(
     last may be smaller), as CORDS's sequential loader does; each batch is
     represented by its mean gradient, and NN-OMP matches the sum of the batch
     means. Batches are added until they hold ``budget`` members; the last one
-    added keeps only its first members up to the budget. Each member gets its
-    batch's weight. Returns (positions, weights): at most ``budget`` (fewer if
-    OMP stopped early). With ``batch_size`` 1 this is ``gradmatch_omp``.
+    added keeps only its first members up to the budget. The batch weights are
+    then solved again with that last batch represented by the members it keeps
+    (cutting it had left its weight matched to members it no longer has), and
+    each member gets its batch's weight times size / kept. Returns (positions,
+    weights): at most ``budget`` (fewer if OMP stopped early). With
+    ``batch_size`` 1 this is ``gradmatch_omp``.
     """
     grads = as_float64(grads)
     bounds = _batch_bounds(len(grads), batch_size)
@@ -684,8 +687,26 @@ def gradmatch_per_batch(
         if sizes[batches].sum() >= budget:
             break
     positions = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in batches] or [np.zeros(0, int)])
-    member_weights = np.repeat(weights, sizes[batches]) if batches else np.zeros(0)
-    return positions[:budget].astype(np.int64), member_weights[:budget]
+    positions = positions[:budget].astype(np.int64)
+    if batch_size == 1 or not batches:
+        return positions, np.repeat(weights, sizes[batches])[:budget]
+    kept = np.minimum(sizes[batches], np.maximum(budget - np.cumsum(sizes[batches]) + sizes[batches], 0))
+    batches, kept = np.asarray(batches)[kept > 0], kept[kept > 0]
+    kept_means = np.stack(
+        [grads[bounds[b] : bounds[b] + m].mean(axis=0) for b, m in zip(batches, kept, strict=True)]
+    )
+    weights = _ridge_nnls(kept_means, means.sum(axis=0), ridge) * sizes[batches] / kept
+    return positions, np.repeat(weights, kept)
+
+
+def _ridge_nnls(columns: np.ndarray, target: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin_{w>=0} ||target - sum_s w_s columns_s||^2 + ridge ||w||^2 (one row per column)."""
+    solver = _GramNNLS(len(columns), ridge)
+    gram = columns @ columns.T
+    linear = columns @ target
+    for s in range(len(columns)):
+        solver.add(gram[s, :s], float(gram[s, s]), float(linear[s]))
+    return solver.solve()
 
 
 def gradmatch_residual(

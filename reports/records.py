@@ -30,6 +30,7 @@ from benchmark.config import (
     LATER_TRAIN_FIELDS,
     CellConfig,
     TrainConfig,
+    without_older_values,
 )
 from benchmark.grid import STREAM_SEED_PARAMS
 from benchmark.learner import input_dropout_for
@@ -219,17 +220,10 @@ def _settings(rows: list[Record]) -> None:
         row["regime"] = _regime(row)
 
 
-def _without_older_values(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    """``params`` less the parameters added later that hold their older-behaviour value, as the cell
-    hash leaves them out: a record written before a parameter existed and one that states its
-    default are the same setting."""
-    return {key: value for key, value in params.items() if not (key in later and later[key] == value)}
-
-
 def _row(record: Record) -> Record:
     result = _result(record)
     config = result.config
-    task_params = _without_older_values(dict(config.get("task_params") or {}), LATER_TASK_PARAMS)
+    task_params = without_older_values(dict(config.get("task_params") or {}), LATER_TASK_PARAMS)
     train = {**LATER_TRAIN_FIELDS, **(config.get("train") or {})}
     retention = config.get("retention")
     matrix = np.asarray(result.accuracy_matrix or [], dtype=float)
@@ -244,7 +238,7 @@ def _row(record: Record) -> Record:
         "method": config["method"],
         "sample_selector": config.get("sample_selector") or config["method"].split("+")[0],
         "token_selector": config.get("token_selector"),
-        "selector_params": _without_older_values(
+        "selector_params": without_older_values(
             dict(config.get("selector_params") or {}), LATER_SELECTOR_PARAMS
         ),
         "token_selector_params": dict(config.get("token_selector_params") or {}),

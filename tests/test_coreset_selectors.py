@@ -946,7 +946,9 @@ def test_per_batch_gradmatch_is_omp_over_batch_means(
     seed: int, n: int, dim: int, batch: int, fraction: float
 ) -> None:
     # CORDS's per-batch variant: consecutive batches of the members, OMP on their mean gradients
-    # (target: the sum of the means), batches added until they hold the budget, the last one cut.
+    # (target: the sum of the means), batches added until they hold the budget, the last one cut; then
+    # the batch weights solved again (tall ridge NNLS, scipy) with the cut batch as the mean of what it
+    # keeps, each member weighted by its batch's weight x size / kept.
     grads = gaussian_pool(seed, n, dim).grads.astype(np.float64)
     k = max(1, round(fraction * n))
     positions, weights = coresets.gradmatch_per_batch(grads, k, batch, 0.5)
@@ -960,10 +962,54 @@ def test_per_batch_gradmatch_is_omp_over_batch_means(
     expected = np.concatenate([np.arange(starts[b], starts[b] + sizes[b]) for b in prefix] or [np.zeros(0)])
     np.testing.assert_array_equal(positions, expected[:k])
     if prefix:
-        batch_weights = reference_weights(means, prefix, 0.5)
-        np.testing.assert_allclose(
-            weights, np.repeat(batch_weights, sizes[prefix])[:k], atol=1e-7 * (1 + batch_weights.max())
+        kept = np.clip(k - (np.cumsum(sizes[prefix]) - sizes[prefix]), 0, sizes[prefix])
+        prefix, kept = [b for b, m in zip(prefix, kept, strict=True) if m > 0], kept[kept > 0]
+        columns = np.stack(
+            [grads[starts[b] : starts[b] + m].mean(axis=0) for b, m in zip(prefix, kept, strict=True)]
         )
+        system = np.vstack([columns.T, np.sqrt(0.5) * np.eye(len(prefix))])
+        target = np.concatenate([means.sum(axis=0), np.zeros(len(prefix))])
+        batch_weights = nnls(system, target, maxiter=100 * len(prefix))[0]
+        if batch == 1:  # no re-solve: exactly gradmatch_omp's weights
+            batch_weights = reference_weights(means, prefix, 0.5)
+        expected_weights = np.repeat(batch_weights * sizes[prefix] / kept, kept)
+        np.testing.assert_allclose(weights, expected_weights, atol=1e-7 * (1 + expected_weights.max()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=SEEDS, count=st.integers(2, 15), batch=st.integers(2, 9), fraction=st.floats(0.05, 0.6))
+def test_per_batch_gradmatch_resolve_is_optimal_over_the_kept_members(
+    seed: int, count: int, batch: int, fraction: float
+) -> None:
+    # Cutting the last batch must not leave the weights matched to members that were dropped. In the
+    # batch problem (target T: the sum of batch means; a kept group g stands for its batch with the
+    # mean c_g of its kept members, v_g = member weight x kept / size), the re-solved weights are the
+    # ridge NNLS optimum, so no other non-negative weights fit better: not the batch weights repeated
+    # and cut (what the variant did before), nor a perturbation of the optimum.
+    n = count * batch
+    grads = gaussian_pool(seed, n, 4).grads.astype(np.float64)
+    k = max(1, round(fraction * n))
+    positions, weights = coresets.gradmatch_per_batch(grads, k, batch, 0.5)
+    assert np.all(weights >= 0) and len(positions) <= k
+    means = grads.reshape(count, batch, -1).mean(axis=1)
+    target = means.sum(axis=0)
+    order = positions // batch
+    picked = list(dict.fromkeys(order.tolist()))
+    kept = np.array([int(np.sum(order == b)) for b in picked])
+    columns = np.stack([grads[positions[order == b]].mean(axis=0) for b in picked])
+    first = np.array([int(np.flatnonzero(order == b)[0]) for b in picked])
+
+    def objective(group_weights: np.ndarray) -> float:
+        return float(np.sum((target - group_weights @ columns) ** 2) + 0.5 * np.sum(group_weights**2))
+
+    resolved = weights[first] * kept / batch
+    batch_weights = reference_weights(means, picked, 0.5) * kept / batch
+    best = objective(resolved)
+    assert best <= objective(batch_weights) * (1 + 1e-9) + 1e-12
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        other = np.maximum(resolved + rng.normal(scale=0.05, size=len(picked)), 0)
+        assert best <= objective(other) * (1 + 1e-9) + 1e-12
 
 
 def test_per_batch_gradmatch_with_batches_of_one_is_gradmatch() -> None:
