@@ -318,7 +318,7 @@ def test_stream_seeds_draw_each_cells_data_and_class_order(tmp_path: Path) -> No
 # grid → (its protocol-1 records, the overrides that make the grid file name exactly them)
 PROTOCOL_1_RECORDS = {
     "default": ("default_protocol1", ["protocol=1", "stream_seeds=false", "seeds=[0, 1, 2]"]),
-    "regimes": ("regimes", ["protocol=1", "stream_seeds=false"]),
+    "regimes_protocol1": ("regimes_protocol1", []),
     "vqa": ("vqa", []),
     "captions": ("captions", []),
 }
