@@ -97,7 +97,9 @@ def test_missing_key_and_malformed_toml(tmp_path: Path) -> None:
         load_grid(broken)
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "captions", "regimes", "vqa"])
+@pytest.mark.parametrize(
+    "name", ["smoke", "default", "captions", "regimes", "regimes_protocol1", "regimes_tokens", "vqa"]
+)
 def test_committed_grids_load(name: str) -> None:
     grid = load_grid(GRIDS / f"{name}.toml")
     assert grid.cells
