@@ -38,6 +38,10 @@ FORKS.set_forkserver_preload(["benchmark.cli", "benchmark.runner", "benchmark.tr
 
 
 def _run_main(argv: Sequence[str], env: dict[str, str]) -> None:
+    # A fork inherits the test process's signal handlers, which an earlier test may have changed (a
+    # library run in-process can install its own for SIGINT); a fresh `python -m benchmark` starts
+    # with Python's default, so the child does too, or a SIGINT crash point could go unnoticed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.update(env)
     os._exit(main(list(argv)))
 
