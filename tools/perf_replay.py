@@ -8,7 +8,7 @@ ceiling of the speed-up is (P + 1) / (ceil(t P) + 1): 17/5 = 3.4x at t = 1/4 on
 - ``replay_throughput``: training steps (forward, backward, AdamW) on batches
   of ``batch_size`` samples that all keep ceil(t P) tokens, against t = 1, with
   AdamW's fused kernel (protocol 2's optimizer) and with its per-tensor loop
-  (protocol 1's);
+  (protocol 1's), and (``--compile``) with the model under ``torch.compile``;
 - ``replay_in_step``: the suite's own step, ``batch_size / 2`` new samples
   (every token) plus as many replayed at t, one backward and one AdamW step;
   ``replay_ms`` is what the replayed half adds to a step of new samples alone.
@@ -43,7 +43,10 @@ SETTINGS = {
     "split-shapes (16 tokens)": BackboneSpec(32, 3, 8, "shapes-15"),
     "32×32, patch 4 (64 tokens)": BackboneSpec(32, 3, 4, "shapes-15"),
 }
-OPTIMIZERS = {"fused": True, "loop": False}  # AdamW's fused kernel (protocol 2) or per-tensor loop (1)
+# How a step runs: AdamW's fused kernel (protocol 2) or its per-tensor loop (1); with ``--compile`` also
+# the fused step with the model's forward (and so its backward) compiled by torch.compile (inductor).
+OPTIMIZERS = {"fused": (True, False), "loop": (False, False)}
+COMPILED = {"fused+compile": (True, True)}
 
 
 def ideal_speedup(fraction: float, tokens: int) -> float:
@@ -81,15 +84,22 @@ def _best_ms(step: Callable[[], None], steps: int, repeats: int) -> float:
 
 
 def step_ms(
-    spec: BackboneSpec, parts: list[tuple[float, int]], fused: bool, steps: int, repeats: int
+    spec: BackboneSpec,
+    parts: list[tuple[float, int]],
+    fused: bool,
+    steps: int,
+    repeats: int,
+    compiled: bool = False,
 ) -> float:
-    """One training step on batches of (token fraction, samples): their losses added, one backward."""
+    """One training step on batches of (token fraction, samples): their losses added, one backward
+    (``compiled``: the model's forward through ``torch.compile``, compiled in the warm-up steps)."""
     generator = seeded_generator(0, 99)
     model, optimizer = _model_and_optimizer(spec, fused)
+    forward = torch.compile(model, dynamic=False) if compiled else model
     batches = [_batch(spec, kept_token_count(t, spec.tokens), size, generator) for t, size in parts]
 
     def step() -> None:
-        loss = sum(F.cross_entropy(model(batch), labels) for batch, labels in batches)
+        loss = sum(F.cross_entropy(forward(batch), labels) for batch, labels in batches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()
@@ -98,14 +108,15 @@ def step_ms(
 
 
 def run_replay_perf(
-    batch_size: int = 64, steps: int = 20, repeats: int = 3
+    batch_size: int = 64, steps: int = 20, repeats: int = 3, compiled: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     throughput, in_step = [], []
+    ways = {**OPTIMIZERS, **(COMPILED if compiled else {})}
     for setting, spec in SETTINGS.items():
-        for optimizer, fused in OPTIMIZERS.items():
+        for optimizer, (fused, compile_model) in ways.items():
             full = None
             for fraction in FRACTIONS:
-                ms = step_ms(spec, [(fraction, batch_size)], fused, steps, repeats)
+                ms = step_ms(spec, [(fraction, batch_size)], fused, steps, repeats, compile_model)
                 full = full or ms
                 speedup = full / ms
                 ideal = ideal_speedup(fraction, spec.tokens)
@@ -149,7 +160,8 @@ def write_results(throughput: pd.DataFrame, in_step: pd.DataFrame, directory: Pa
         f"Training steps a second (batch {batch_size}, width 64, depth 4; forward, backward, AdamW) on "
         f"{torch.get_num_threads()} CPU thread(s), CPU time, best of 3; `speedup` = steps/s ÷ steps/s at "
         "t = 1; `ideal_speedup` = (tokens + 1) ÷ (kept + 1), the CLS token included; `of_ideal` = "
-        "speedup ÷ ideal. `fused` is AdamW's fused kernel (protocol 2), `loop` its per-tensor loop.\n\n"
+        "speedup ÷ ideal. `fused` is AdamW's fused kernel (protocol 2), `loop` its per-tensor loop, "
+        "`fused+compile` the fused step with the model under `torch.compile` (`--compile`).\n\n"
     )
     step_header = (
         f"\n\n## The replayed half of the suite's step ({batch_size // 2} new + {batch_size // 2} "
@@ -172,9 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR)
     parser.add_argument("--batch-size", type=int, default=64, help="samples a step (the suite: 32 + 32)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the model under torch.compile (minutes to compile)"
+    )
     arguments = parser.parse_args(argv)
     torch.set_num_threads(arguments.threads)
-    throughput, in_step = run_replay_perf(arguments.batch_size)
+    throughput, in_step = run_replay_perf(arguments.batch_size, compiled=arguments.compile)
     write_results(throughput, in_step, arguments.out, arguments.batch_size)
     print(tabulate(throughput, headers="keys", tablefmt="github", showindex=False))
     print(tabulate(in_step, headers="keys", tablefmt="github", showindex=False))
