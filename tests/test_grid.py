@@ -99,7 +99,16 @@ def test_missing_key_and_malformed_toml(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["smoke", "default", "captions", "regimes", "regimes_protocol1", "regimes_share", "regimes_tokens", "vqa"],
+    [
+        "smoke",
+        "default",
+        "captions",
+        "regimes",
+        "regimes_protocol1",
+        "regimes_share",
+        "regimes_tokens",
+        "vqa",
+    ],
 )
 def test_committed_grids_load(name: str) -> None:
     grid = load_grid(GRIDS / f"{name}.toml")

@@ -332,7 +332,9 @@ def test_the_committed_protocol_1_cells_keep_their_names(name: str) -> None:
     assert committed and cells == committed
 
 
-@pytest.mark.parametrize("name", ["default", "fair", "regimes", "regimes_tokens", "text", "text_tuned"])
+@pytest.mark.parametrize(
+    "name", ["default", "fair", "regimes", "regimes_share", "regimes_tokens", "text", "text_tuned"]
+)
 def test_the_committed_protocol_2_records_are_the_grid_files_cells(name: str) -> None:
     cells = {c.config_hash for c in load_grid(GRIDS / f"{name}.toml").cells}
     committed = {p.stem for p in (RESULTS / name / "cells").glob("*.json")}
