@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from benchmark.contracts import BackboneSpec
 from tools import perf_replay, perf_selectors
 
 
@@ -67,3 +68,32 @@ def test_replay_ideal_counts_the_cls_token() -> None:
     assert perf_replay.ideal_speedup(0.25, 16) == pytest.approx(17 / 5)
     assert perf_replay.ideal_speedup(0.25, 64) == pytest.approx(65 / 17)
     assert perf_replay.ideal_speedup(1.0, 16) == 1.0
+
+
+def test_replay_compile_rows_only_when_asked_and_timed_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, bool]] = []
+
+    def fake_step_ms(
+        spec: BackboneSpec,
+        parts: list[tuple[float, int]],
+        fused: bool,
+        steps: int,
+        repeats: int,
+        compiled: bool = False,
+    ) -> float:
+        calls.append((len(parts), compiled))
+        return 10.0 * (1 + sum(perf_replay.kept_token_count(t, spec.tokens) for t, _ in parts))
+
+    monkeypatch.setattr(perf_replay, "step_ms", fake_step_ms)
+    plain, _ = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1)
+    assert set(plain["optimizer"]) == {"fused", "loop"}
+    assert not any(compiled for _, compiled in calls)
+    calls.clear()
+    with_compile, in_step = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1, compiled=True)
+    assert set(with_compile["optimizer"]) == {"fused", "loop", "fused+compile"}
+    compiled_rows = with_compile[with_compile["optimizer"] == "fused+compile"]
+    assert len(compiled_rows) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
+    # only the fused+compile throughput rows are timed compiled; the in-step table never is
+    assert sum(compiled for _, compiled in calls) == len(compiled_rows)
+    assert not any(compiled for parts, compiled in calls if parts == 2)
+    assert len(in_step) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
