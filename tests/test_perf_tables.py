@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmark.contracts import BackboneSpec
 from tools import perf_replay, perf_selectors
@@ -70,30 +72,65 @@ def test_replay_ideal_counts_the_cls_token() -> None:
     assert perf_replay.ideal_speedup(1.0, 16) == 1.0
 
 
-def test_replay_compile_rows_only_when_asked_and_timed_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, bool]] = []
+def test_replay_compile_rows_only_when_asked_and_each_way_timed_as_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, perf_replay.StepWay]] = []
 
     def fake_step_ms(
-        spec: BackboneSpec,
-        parts: list[tuple[float, int]],
-        fused: bool,
-        steps: int,
-        repeats: int,
-        compiled: bool = False,
+        spec: BackboneSpec, parts: list[tuple[float, int]], way: perf_replay.StepWay, steps: int, repeats: int
     ) -> float:
-        calls.append((len(parts), compiled))
+        calls.append((len(parts), way))
         return 10.0 * (1 + sum(perf_replay.kept_token_count(t, spec.tokens) for t, _ in parts))
 
     monkeypatch.setattr(perf_replay, "step_ms", fake_step_ms)
     plain, _ = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1)
-    assert set(plain["optimizer"]) == {"fused", "loop"}
-    assert not any(compiled for _, compiled in calls)
+    assert set(plain["optimizer"]) == {"fused", "loop", "fused+math-attention"}
+    assert not any(way.compiled for _, way in calls)
+    # only the math-attention rows leave scaled_dot_product_attention; they keep the fused optimizer
+    math_rows = plain[plain["optimizer"] == "fused+math-attention"]
+    unfused = [way for _, way in calls if not way.sdpa]
+    assert len(unfused) == len(math_rows) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
+    assert all(way.fused for way in unfused)
+    loop_rows = plain[plain["optimizer"] == "loop"]
+    assert sum(not way.fused for _, way in calls) == len(loop_rows) == len(math_rows)
     calls.clear()
     with_compile, in_step = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1, compiled=True)
-    assert set(with_compile["optimizer"]) == {"fused", "loop", "fused+compile"}
+    assert set(with_compile["optimizer"]) == {"fused", "loop", "fused+math-attention", "fused+compile"}
     compiled_rows = with_compile[with_compile["optimizer"] == "fused+compile"]
     assert len(compiled_rows) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
     # only the fused+compile throughput rows are timed compiled; the in-step table never is
-    assert sum(compiled for _, compiled in calls) == len(compiled_rows)
-    assert not any(compiled for parts, compiled in calls if parts == 2)
+    assert sum(way.compiled for _, way in calls) == len(compiled_rows)
+    assert not any(way.compiled or not way.sdpa for parts, way in calls if parts == 2)
     assert len(in_step) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
+
+
+def test_replay_math_attention_model_writes_attention_out_with_the_same_weights() -> None:
+    spec = perf_replay.SETTINGS["split-shapes (16 tokens)"]
+    kernel, _ = perf_replay._model_and_optimizer(spec, fused=True)
+    written_out, _ = perf_replay._model_and_optimizer(spec, fused=True, sdpa=False)
+    assert all(block.attn.fused_attn for block in kernel.vit.blocks)
+    assert not any(block.attn.fused_attn for block in written_out.vit.blocks)
+    batch, _ = perf_replay._batch(spec, 4, 3, perf_replay.seeded_generator(0, 1))
+    with torch.no_grad():
+        assert torch.allclose(kernel(batch), written_out(batch), atol=1e-5)
+
+
+def test_selector_perf_names_the_peers_it_left_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = pd.DataFrame(
+        [row(10, "craig", "ours", True, 1.0, 100.0), row(10, "craig", "plain", True, 9.0, 100.0)]
+    )
+    monkeypatch.setattr(perf_selectors, "run_selector_perf", lambda *args, **kwargs: table)
+    monkeypatch.setattr(perf_selectors.selector_peers, "missing_peers", lambda: ["apricot", "submodlib"])
+    perf_selectors.main(["--sizes", "10", "--out", str(tmp_path / "missing")])
+    assert "apricot, submodlib not installed" in capsys.readouterr().err
+    assert "left out: apricot, submodlib" in (tmp_path / "missing" / "selectors.md").read_text()
+    # with every peer installed, or peers left out on purpose, no such line
+    monkeypatch.setattr(perf_selectors.selector_peers, "missing_peers", lambda: [])
+    perf_selectors.main(["--sizes", "10", "--out", str(tmp_path / "all")])
+    perf_selectors.main(["--sizes", "10", "--no-peers", "--out", str(tmp_path / "none")])
+    assert "left out" not in (tmp_path / "all" / "selectors.md").read_text()
+    assert "left out" not in (tmp_path / "none" / "selectors.md").read_text()
+    assert "not installed" not in capsys.readouterr().err

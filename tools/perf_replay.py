@@ -8,7 +8,10 @@ ceiling of the speed-up is (P + 1) / (ceil(t P) + 1): 17/5 = 3.4x at t = 1/4 on
 - ``replay_throughput``: training steps (forward, backward, AdamW) on batches
   of ``batch_size`` samples that all keep ceil(t P) tokens, against t = 1, with
   AdamW's fused kernel (protocol 2's optimizer) and with its per-tensor loop
-  (protocol 1's), and (``--compile``) with the model under ``torch.compile``;
+  (protocol 1's), with timm's attention written out in matrix products instead
+  of ``scaled_dot_product_attention`` (whose CPU kernel costs a little for every
+  sample and head, however short the sequence), and (``--compile``) with the
+  model under ``torch.compile``;
 - ``replay_in_step``: the suite's own step, ``batch_size / 2`` new samples
   (every token) plus as many replayed at t, one backward and one AdamW step;
   ``replay_ms`` is what the replayed half adds to a step of new samples alone.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -43,10 +47,22 @@ SETTINGS = {
     "split-shapes (16 tokens)": BackboneSpec(32, 3, 8, "shapes-15"),
     "32×32, patch 4 (64 tokens)": BackboneSpec(32, 3, 4, "shapes-15"),
 }
-# How a step runs: AdamW's fused kernel (protocol 2) or its per-tensor loop (1); with ``--compile`` also
-# the fused step with the model's forward (and so its backward) compiled by torch.compile (inductor).
-OPTIMIZERS = {"fused": (True, False), "loop": (False, False)}
-COMPILED = {"fused+compile": (True, True)}
+
+
+@dataclass(frozen=True)
+class StepWay:
+    """How a timed step runs: AdamW's fused kernel (protocol 2) or its per-tensor loop (protocol 1);
+    the model's forward (and so its backward) compiled by torch.compile (inductor) or eager; timm's
+    attention through ``scaled_dot_product_attention`` (the suite's) or written out."""
+
+    fused: bool
+    compiled: bool = False
+    sdpa: bool = True
+
+
+OPTIMIZERS = {"fused": StepWay(True), "loop": StepWay(False)}
+COMPILED = {"fused+compile": StepWay(True, compiled=True)}
+MATH_ATTENTION = {"fused+math-attention": StepWay(True, sdpa=False)}
 
 
 def ideal_speedup(fraction: float, tokens: int) -> float:
@@ -63,10 +79,14 @@ def _batch(
     return TokenBatch(patches, positions), torch.randint(0, 10, (size,), generator=generator)
 
 
-def _model_and_optimizer(spec: BackboneSpec, fused: bool) -> tuple[TokenViT, torch.optim.Optimizer]:
+def _model_and_optimizer(
+    spec: BackboneSpec, fused: bool, sdpa: bool = True
+) -> tuple[TokenViT, torch.optim.Optimizer]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = TokenViT(spec, num_classes=10)
+    for block in model.vit.blocks:
+        block.attn.fused_attn = sdpa  # timm: False writes attention out as q k^T, softmax, times v
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
 
 
@@ -84,18 +104,13 @@ def _best_ms(step: Callable[[], None], steps: int, repeats: int) -> float:
 
 
 def step_ms(
-    spec: BackboneSpec,
-    parts: list[tuple[float, int]],
-    fused: bool,
-    steps: int,
-    repeats: int,
-    compiled: bool = False,
+    spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay, steps: int, repeats: int
 ) -> float:
     """One training step on batches of (token fraction, samples): their losses added, one backward
-    (``compiled``: the model's forward through ``torch.compile``, compiled in the warm-up steps)."""
+    (``way.compiled``: the model's forward through ``torch.compile``, compiled in the warm-up steps)."""
     generator = seeded_generator(0, 99)
-    model, optimizer = _model_and_optimizer(spec, fused)
-    forward = torch.compile(model, dynamic=False) if compiled else model
+    model, optimizer = _model_and_optimizer(spec, way.fused, way.sdpa)
+    forward = torch.compile(model, dynamic=False) if way.compiled else model
     batches = [_batch(spec, kept_token_count(t, spec.tokens), size, generator) for t, size in parts]
 
     def step() -> None:
@@ -108,15 +123,18 @@ def step_ms(
 
 
 def run_replay_perf(
-    batch_size: int = 64, steps: int = 20, repeats: int = 3, compiled: bool = False
+    batch_size: int = 64,
+    steps: int = 20,
+    repeats: int = 3,
+    compiled: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     throughput, in_step = [], []
-    ways = {**OPTIMIZERS, **(COMPILED if compiled else {})}
+    ways = {**OPTIMIZERS, **MATH_ATTENTION, **(COMPILED if compiled else {})}
     for setting, spec in SETTINGS.items():
-        for optimizer, (fused, compile_model) in ways.items():
+        for optimizer, way in ways.items():
             full = None
             for fraction in FRACTIONS:
-                ms = step_ms(spec, [(fraction, batch_size)], fused, steps, repeats, compile_model)
+                ms = step_ms(spec, [(fraction, batch_size)], way, steps, repeats)
                 full = full or ms
                 speedup = full / ms
                 ideal = ideal_speedup(fraction, spec.tokens)
@@ -133,10 +151,12 @@ def run_replay_perf(
                     }
                 )
         half = batch_size // 2
-        alone = step_ms(spec, [(1.0, half)], True, steps, repeats)
+        alone = step_ms(spec, [(1.0, half)], OPTIMIZERS["fused"], steps, repeats)
         replay_full = None
         for fraction in FRACTIONS:
-            replay_ms = step_ms(spec, [(1.0, half), (fraction, half)], True, steps, repeats) - alone
+            replay_ms = (
+                step_ms(spec, [(1.0, half), (fraction, half)], OPTIMIZERS["fused"], steps, repeats) - alone
+            )
             replay_full = replay_full or replay_ms
             in_step.append(
                 {
@@ -161,7 +181,9 @@ def write_results(throughput: pd.DataFrame, in_step: pd.DataFrame, directory: Pa
         f"{torch.get_num_threads()} CPU thread(s), CPU time, best of 3; `speedup` = steps/s ÷ steps/s at "
         "t = 1; `ideal_speedup` = (tokens + 1) ÷ (kept + 1), the CLS token included; `of_ideal` = "
         "speedup ÷ ideal. `fused` is AdamW's fused kernel (protocol 2), `loop` its per-tensor loop, "
-        "`fused+compile` the fused step with the model under `torch.compile` (`--compile`).\n\n"
+        "`fused+math-attention` the fused step with timm's attention written out instead of "
+        "`scaled_dot_product_attention` (the suite's), `fused+compile` the fused step with the model "
+        "under `torch.compile` (`--compile`).\n\n"
     )
     step_header = (
         f"\n\n## The replayed half of the suite's step ({batch_size // 2} new + {batch_size // 2} "

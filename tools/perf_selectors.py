@@ -36,6 +36,7 @@ import argparse
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -392,8 +393,12 @@ def _markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, tablefmt="pipe", floatfmt=".6g")
 
 
-def write_results(table: pd.DataFrame, directory: Path, repeats: int, threads: int) -> None:
-    """``selectors.csv`` (every row) and ``selectors.md`` (the two summaries, then every row)."""
+def write_results(
+    table: pd.DataFrame, directory: Path, repeats: int, threads: int, left_out: tuple[str, ...] = ()
+) -> None:
+    """``selectors.csv`` (every row) and ``selectors.md`` (the two summaries, then every row);
+    ``left_out``: peers that were not installed, named in the header so that no reader takes the
+    fastest peer shown for the fastest there is."""
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(directory / "selectors.csv", table.to_csv(index=False))
     header = (
@@ -407,6 +412,11 @@ def write_results(table: pd.DataFrame, directory: Path, repeats: int, threads: i
         "`gain_kept` = how much of the exact selector's advantage over a uniform random selection (per "
         "class, weights n/k: `random_value`) an option keeps, in %.\n\n"
     )
+    if left_out:
+        header += (
+            f"**Not installed, so left out: {', '.join(left_out)}** (`pip install -e '.[perf]'`); "
+            "the fastest peer below is the fastest of those that ran.\n\n"
+        )
     write_text_atomic(
         directory / "selectors.md",
         header
@@ -438,10 +448,18 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
 
+    left_out = () if args.no_peers else tuple(selector_peers.missing_peers())
+    if left_out:
+        print(
+            f"warning: {', '.join(left_out)} not installed: left out of the comparison "
+            "(pip install -e '.[perf]', or nox -s perf)",
+            file=sys.stderr,
+            flush=True,
+        )
     table = run_selector_perf(
         tuple(args.sizes), args.repeats, args.seed, args.threads, not args.no_peers, on_row=show
     )
-    write_results(table, args.out, args.repeats, args.threads)
+    write_results(table, args.out, args.repeats, args.threads, left_out)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,17 @@ PEERS: dict[str, tuple[str, PeerRun]] = {
 }
 
 
+def missing_peers() -> list[str]:
+    """The facility-location peers that do not import here (``pip install -e '.[perf]'`` adds them)."""
+    missing = []
+    for name, (module, _) in PEERS.items():
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def available_peers() -> dict[str, PeerRun]:
     """The facility-location peers that import here (apricot warmed)."""
     found = {}
