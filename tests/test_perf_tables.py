@@ -103,6 +103,10 @@ def test_replay_compile_rows_only_when_asked_and_each_way_timed_as_named(
     assert sum(way.compiled for _, way in calls) == len(compiled_rows)
     assert not any(way.compiled or not way.sdpa for parts, way in calls if parts == 2)
     assert len(in_step) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
+    # each in-step fraction is timed once one forward a batch and once packed; nothing else is packed
+    assert sum(way.packed for parts, way in calls if parts == 2) == len(in_step)
+    assert sum(not way.packed for parts, way in calls if parts == 2) == len(in_step)
+    assert not any(way.packed for parts, way in calls if parts == 1)
 
 
 def test_replay_math_attention_model_writes_attention_out_with_the_same_weights() -> None:
@@ -134,3 +138,25 @@ def test_selector_perf_names_the_peers_it_left_out(
     assert "left out" not in (tmp_path / "all" / "selectors.md").read_text()
     assert "left out" not in (tmp_path / "none" / "selectors.md").read_text()
     assert "not installed" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sdpa", [True, False])
+def test_packed_forward_gives_each_batch_its_own_logits_and_gradients(sdpa: bool) -> None:
+    spec = perf_replay.SETTINGS["split-shapes (16 tokens)"]
+    model, _ = perf_replay._model_and_optimizer(spec, fused=True, sdpa=sdpa)
+    generator = perf_replay.seeded_generator(0, 2)
+    batches = [perf_replay._batch(spec, kept, size, generator)[0] for kept, size in ((16, 3), (4, 5), (1, 2))]
+    packed = perf_replay.packed_logits(model, batches)
+    separate = [model(batch) for batch in batches]
+    assert [tuple(out.shape) for out in packed] == [(3, 10), (5, 10), (2, 10)]
+    for mine, theirs in zip(packed, separate, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+    # the same loss gives the same gradients (the packed graph is the model's, not a copy)
+    grads = []
+    for outputs in (packed, separate):
+        model.zero_grad()
+        sum(out.square().sum() for out in outputs).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+    # the logits differ between samples, so the comparisons above are not trivially equal
+    assert not torch.allclose(packed[1][0], packed[1][1])

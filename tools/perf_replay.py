@@ -14,7 +14,11 @@ ceiling of the speed-up is (P + 1) / (ceil(t P) + 1): 17/5 = 3.4x at t = 1/4 on
   model under ``torch.compile``;
 - ``replay_in_step``: the suite's own step, ``batch_size / 2`` new samples
   (every token) plus as many replayed at t, one backward and one AdamW step;
-  ``replay_ms`` is what the replayed half adds to a step of new samples alone.
+  ``replay_ms`` is what the replayed half adds to a step of new samples alone;
+  ``packed_replay_ms`` the same with both halves in one ragged forward
+  (``packed_logits``: the token-wise layers run once on the tokens of both,
+  attention per half), which the suite's step does not do (yet): it measures
+  what packing would save, the per-operator cost the replayed half pays again.
 
 Times are CPU seconds of this process (``time.process_time``: a machine shared
 with other jobs inflates them far less than wall time), best of ``repeats``.
@@ -58,9 +62,11 @@ class StepWay:
     fused: bool
     compiled: bool = False
     sdpa: bool = True
+    packed: bool = False  # all batches in one ragged forward (``packed_logits``), not one forward each
 
 
 OPTIMIZERS = {"fused": StepWay(True), "loop": StepWay(False)}
+PACKED = StepWay(True, packed=True)
 COMPILED = {"fused+compile": StepWay(True, compiled=True)}
 MATH_ATTENTION = {"fused+math-attention": StepWay(True, sdpa=False)}
 
@@ -103,6 +109,42 @@ def _best_ms(step: Callable[[], None], steps: int, repeats: int) -> float:
     return 1e3 * best / steps
 
 
+def packed_logits(model: TokenViT, batches: list[TokenBatch]) -> list[torch.Tensor]:
+    """The logits of each batch, as ``model(batch)`` gives them, from one ragged forward.
+
+    The batches' tokens (CLS first in each sample) are laid end to end, [sum of B_i L_i, D], so that
+    every token-wise layer (norms, qkv, projection, MLP) runs once for all of them; attention runs
+    per batch, whose samples share a length. Equal to the separate forwards up to rounding.
+    """
+    vit = model.vit
+    embedded = [vit.norm_pre(model.embed(batch)) for batch in batches]
+    shapes = [tuple(tokens.shape[:2]) for tokens in embedded]
+    x = torch.cat([tokens.flatten(0, 1) for tokens in embedded])
+    for block in vit.blocks:
+        attention = block.attn
+        qkv = attention.qkv(block.norm1(x))
+        mixed, start = [], 0
+        for size, length in shapes:
+            part = qkv[start : start + size * length]
+            q, k, v = part.reshape(size, length, 3, attention.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k = attention.q_norm(q), attention.k_norm(k)
+            if attention.fused_attn:
+                out = F.scaled_dot_product_attention(q, k, v)
+            else:
+                out = ((q * attention.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+            mixed.append(out.transpose(1, 2).reshape(size * length, -1))
+            start += size * length
+        x = x + block.ls1(attention.proj(attention.norm(torch.cat(mixed))))
+        x = x + block.ls2(block.mlp(block.norm2(x)))
+    x = vit.norm(x)
+    logits, start = [], 0
+    for size, length in shapes:
+        cls = x[start : start + size * length].view(size, length, -1)[:, 0]
+        logits.append(model.head(vit.fc_norm(cls)))
+        start += size * length
+    return logits
+
+
 def step_ms(
     spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay, steps: int, repeats: int
 ) -> float:
@@ -114,7 +156,11 @@ def step_ms(
     batches = [_batch(spec, kept_token_count(t, spec.tokens), size, generator) for t, size in parts]
 
     def step() -> None:
-        loss = sum(F.cross_entropy(forward(batch), labels) for batch, labels in batches)
+        if way.packed:
+            outputs = packed_logits(model, [batch for batch, _ in batches])
+        else:
+            outputs = [forward(batch) for batch, _ in batches]
+        loss = sum(F.cross_entropy(out, labels) for out, (_, labels) in zip(outputs, batches, strict=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()
@@ -152,12 +198,13 @@ def run_replay_perf(
                 )
         half = batch_size // 2
         alone = step_ms(spec, [(1.0, half)], OPTIMIZERS["fused"], steps, repeats)
-        replay_full = None
+        replay_full = packed_full = None
         for fraction in FRACTIONS:
-            replay_ms = (
-                step_ms(spec, [(1.0, half), (fraction, half)], OPTIMIZERS["fused"], steps, repeats) - alone
-            )
+            both = [(1.0, half), (fraction, half)]
+            replay_ms = step_ms(spec, both, OPTIMIZERS["fused"], steps, repeats) - alone
+            packed_ms = step_ms(spec, both, PACKED, steps, repeats) - alone
             replay_full = replay_full or replay_ms
+            packed_full = packed_full or packed_ms
             in_step.append(
                 {
                     "setting": setting,
@@ -165,6 +212,8 @@ def run_replay_perf(
                     "new_only_ms": round(alone, 2),
                     "replay_ms": round(replay_ms, 2),
                     "replay_speedup": round(replay_full / replay_ms, 2),
+                    "packed_replay_ms": round(packed_ms, 2),
+                    "packed_replay_speedup": round(packed_full / packed_ms, 2),
                     "ideal_speedup": round(ideal_speedup(fraction, spec.tokens), 2),
                 }
             )
@@ -189,7 +238,9 @@ def write_results(throughput: pd.DataFrame, in_step: pd.DataFrame, directory: Pa
         f"\n\n## The replayed half of the suite's step ({batch_size // 2} new + {batch_size // 2} "
         "replayed)\n\n"
         "`replay_ms` = CPU ms a step of new samples plus replayed ones takes beyond the new samples "
-        "alone (`new_only_ms`); `replay_speedup` = that at t = 1 ÷ that at t (fused AdamW).\n\n"
+        "alone (`new_only_ms`); `replay_speedup` = that at t = 1 ÷ that at t (fused AdamW). "
+        "`packed_replay_*`: the same with new and replayed samples in one ragged forward (token-wise "
+        "layers once over both, attention per half; not the suite's step).\n\n"
     )
     write_text_atomic(
         directory / "replay_throughput.md",
