@@ -72,41 +72,57 @@ def test_replay_ideal_counts_the_cls_token() -> None:
     assert perf_replay.ideal_speedup(1.0, 16) == 1.0
 
 
-def test_replay_compile_rows_only_when_asked_and_each_way_timed_as_named(
+def test_replay_rows_each_way_timed_as_named_and_compile_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[tuple[int, perf_replay.StepWay]] = []
+    made: list[tuple[int, perf_replay.StepWay]] = []
 
-    def fake_step_ms(
-        spec: BackboneSpec, parts: list[tuple[float, int]], way: perf_replay.StepWay, steps: int, repeats: int
-    ) -> float:
-        calls.append((len(parts), way))
-        return 10.0 * (1 + sum(perf_replay.kept_token_count(t, spec.tokens) for t, _ in parts))
+    def fake_make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: perf_replay.StepWay):
+        made.append((len(parts), way))
+        tokens = sum(perf_replay.kept_token_count(t, spec.tokens) for t, _ in parts)
+        # a packed step saves 1 ms a batch; a step costs 10 ms a step plus 1 ms a token fed
+        return lambda: 10.0 + tokens + len(parts) - (len(parts) - 1) * way.packed
 
-    monkeypatch.setattr(perf_replay, "step_ms", fake_step_ms)
-    plain, _ = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1)
+    def fake_timing(steps_by_key: dict, steps: int, repeats: int) -> dict:
+        return {key: step() for key, step in steps_by_key.items()}
+
+    monkeypatch.setattr(perf_replay, "make_step", fake_make_step)
+    monkeypatch.setattr(perf_replay, "interleaved_best_ms", fake_timing)
+    plain, in_step = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1)
+    cells = len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
     assert set(plain["optimizer"]) == {"fused", "loop", "fused+math-attention"}
-    assert not any(way.compiled for _, way in calls)
+    assert not any(way.compiled for _, way in made)
     # only the math-attention rows leave scaled_dot_product_attention; they keep the fused optimizer
-    math_rows = plain[plain["optimizer"] == "fused+math-attention"]
-    unfused = [way for _, way in calls if not way.sdpa]
-    assert len(unfused) == len(math_rows) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
-    assert all(way.fused for way in unfused)
-    loop_rows = plain[plain["optimizer"] == "loop"]
-    assert sum(not way.fused for _, way in calls) == len(loop_rows) == len(math_rows)
-    calls.clear()
+    unfused_attention = [way for _, way in made if not way.sdpa]
+    assert len(unfused_attention) == cells and all(way.fused for way in unfused_attention)
+    assert sum(not way.fused for _, way in made) == cells  # the loop rows
+    # speed-ups are within a way: 16 tokens at t = 1/4 feed 4 of 16 tokens, (11 + 16) / (11 + 4)
+    quarter = plain[(plain["token_fraction"] == 0.25) & (plain["setting"] == "split-shapes (16 tokens)")]
+    assert quarter["speedup"].tolist() == [round(27 / 15, 2)] * 3
+    # in step: what the replayed half adds; packed saves the second batch's fixed millisecond
+    first = in_step[in_step["setting"] == "split-shapes (16 tokens)"].set_index("token_fraction")
+    assert first.loc[0.25, "new_only_ms"] == 27.0
+    assert first.loc[0.25, "replay_ms"] == 5.0 and first.loc[0.25, "packed_replay_ms"] == 4.0
+    assert first.loc[0.25, "packed_replay_speedup"] == 4.0 and first.loc[0.25, "replay_speedup"] == round(
+        17 / 5, 2
+    )
+    assert sum(way.packed for parts, way in made if parts == 2) == cells
+    assert not any(way.packed for parts, way in made if parts == 1)
+    made.clear()
     with_compile, in_step = perf_replay.run_replay_perf(batch_size=4, steps=1, repeats=1, compiled=True)
     assert set(with_compile["optimizer"]) == {"fused", "loop", "fused+math-attention", "fused+compile"}
-    compiled_rows = with_compile[with_compile["optimizer"] == "fused+compile"]
-    assert len(compiled_rows) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
-    # only the fused+compile throughput rows are timed compiled; the in-step table never is
-    assert sum(way.compiled for _, way in calls) == len(compiled_rows)
-    assert not any(way.compiled or not way.sdpa for parts, way in calls if parts == 2)
-    assert len(in_step) == len(perf_replay.SETTINGS) * len(perf_replay.FRACTIONS)
-    # each in-step fraction is timed once one forward a batch and once packed; nothing else is packed
-    assert sum(way.packed for parts, way in calls if parts == 2) == len(in_step)
-    assert sum(not way.packed for parts, way in calls if parts == 2) == len(in_step)
-    assert not any(way.packed for parts, way in calls if parts == 1)
+    # only the fused+compile throughput rows are made compiled; the in-step table never is
+    assert sum(way.compiled for _, way in made) == cells
+    assert not any(way.compiled or not way.sdpa for parts, way in made if parts == 2)
+    assert len(in_step) == cells
+
+
+def test_interleaved_timing_warms_every_step_then_times_each_once_a_round() -> None:
+    order: list[str] = []
+    steps = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    result = perf_replay.interleaved_best_ms(steps, steps=2, repeats=3)
+    assert set(result) == {"a", "b"} and all(ms >= 0 for ms in result.values())
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a", "a", "b", "b"] * 3
 
 
 def test_replay_math_attention_model_writes_attention_out_with_the_same_weights() -> None:

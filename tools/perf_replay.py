@@ -21,7 +21,9 @@ ceiling of the speed-up is (P + 1) / (ceil(t P) + 1): 17/5 = 3.4x at t = 1/4 on
   what packing would save, the per-operator cost the replayed half pays again.
 
 Times are CPU seconds of this process (``time.process_time``: a machine shared
-with other jobs inflates them far less than wall time), best of ``repeats``.
+with other jobs inflates them far less than wall time), best of ``repeats``
+rounds; a setting's steps are timed in turn within each round
+(``interleaved_best_ms``), so that a drifting machine moves them alike.
 
     python -m tools.perf_replay        # writes results/perf/replay_throughput.{csv,md}
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,17 +98,24 @@ def _model_and_optimizer(
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
 
 
-def _best_ms(step: Callable[[], None], steps: int, repeats: int) -> float:
-    """CPU milliseconds a step, best of ``repeats`` runs of ``steps`` steps (after three warm-up steps)."""
-    for _ in range(3):
-        step()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.process_time()
-        for _ in range(steps):
+def interleaved_best_ms(steps_by_key: dict[Hashable, Callable[[], None]], steps: int, repeats: int) -> dict:
+    """CPU milliseconds a step of each closure, best of ``repeats`` rounds of ``steps`` steps.
+
+    Each closure first takes three warm-up steps; then every round times every closure once, in
+    turn, so that a machine that slows down or speeds up during the run moves all of them alike
+    and the ratios between them stay comparable.
+    """
+    for step in steps_by_key.values():
+        for _ in range(3):
             step()
-        best = min(best, time.process_time() - started)
-    return 1e3 * best / steps
+    best = dict.fromkeys(steps_by_key, float("inf"))
+    for _ in range(repeats):
+        for key, step in steps_by_key.items():
+            started = time.process_time()
+            for _ in range(steps):
+                step()
+            best[key] = min(best[key], time.process_time() - started)
+    return {key: 1e3 * seconds / steps for key, seconds in best.items()}
 
 
 def packed_logits(model: TokenViT, batches: list[TokenBatch]) -> list[torch.Tensor]:
@@ -145,9 +154,7 @@ def packed_logits(model: TokenViT, batches: list[TokenBatch]) -> list[torch.Tens
     return logits
 
 
-def step_ms(
-    spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay, steps: int, repeats: int
-) -> float:
+def make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay) -> Callable[[], None]:
     """One training step on batches of (token fraction, samples): their losses added, one backward
     (``way.compiled``: the model's forward through ``torch.compile``, compiled in the warm-up steps)."""
     generator = seeded_generator(0, 99)
@@ -165,7 +172,7 @@ def step_ms(
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()
 
-    return _best_ms(step, steps, repeats)
+    return step
 
 
 def run_replay_perf(
@@ -174,61 +181,73 @@ def run_replay_perf(
     repeats: int = 3,
     compiled: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The throughput and in-step tables; each setting's steps are timed together, interleaved."""
     throughput, in_step = [], []
     ways = {**OPTIMIZERS, **MATH_ATTENTION, **(COMPILED if compiled else {})}
+    half = batch_size // 2
     for setting, spec in SETTINGS.items():
-        for optimizer, way in ways.items():
-            full = None
+        plan: dict[Hashable, tuple[list[tuple[float, int]], StepWay]] = {
+            (name, fraction): ([(fraction, batch_size)], way)
+            for name, way in ways.items()
+            for fraction in FRACTIONS
+        }
+        plan["new only"] = ([(1.0, half)], OPTIMIZERS["fused"])
+        for fraction in FRACTIONS:
+            plan[("in step", fraction)] = ([(1.0, half), (fraction, half)], OPTIMIZERS["fused"])
+            plan[("in step packed", fraction)] = ([(1.0, half), (fraction, half)], PACKED)
+        ms = interleaved_best_ms({key: make_step(spec, *how) for key, how in plan.items()}, steps, repeats)
+        for name in ways:
             for fraction in FRACTIONS:
-                ms = step_ms(spec, [(fraction, batch_size)], way, steps, repeats)
-                full = full or ms
-                speedup = full / ms
+                speedup = ms[(name, 1.0)] / ms[(name, fraction)]
                 ideal = ideal_speedup(fraction, spec.tokens)
                 throughput.append(
                     {
                         "setting": setting,
-                        "optimizer": optimizer,
+                        "optimizer": name,
                         "token_fraction": fraction,
                         "tokens": kept_token_count(fraction, spec.tokens),
-                        "steps_per_second": round(1e3 / ms, 2),
+                        "steps_per_second": round(1e3 / ms[(name, fraction)], 2),
                         "speedup": round(speedup, 2),
                         "ideal_speedup": round(ideal, 2),
                         "of_ideal": round(speedup / ideal, 3),
                     }
                 )
-        half = batch_size // 2
-        alone = step_ms(spec, [(1.0, half)], OPTIMIZERS["fused"], steps, repeats)
-        replay_full = packed_full = None
+        alone = ms["new only"]
+        replay = {fraction: ms[("in step", fraction)] - alone for fraction in FRACTIONS}
+        packed = {fraction: ms[("in step packed", fraction)] - alone for fraction in FRACTIONS}
         for fraction in FRACTIONS:
-            both = [(1.0, half), (fraction, half)]
-            replay_ms = step_ms(spec, both, OPTIMIZERS["fused"], steps, repeats) - alone
-            packed_ms = step_ms(spec, both, PACKED, steps, repeats) - alone
-            replay_full = replay_full or replay_ms
-            packed_full = packed_full or packed_ms
             in_step.append(
                 {
                     "setting": setting,
                     "token_fraction": fraction,
                     "new_only_ms": round(alone, 2),
-                    "replay_ms": round(replay_ms, 2),
-                    "replay_speedup": round(replay_full / replay_ms, 2),
-                    "packed_replay_ms": round(packed_ms, 2),
-                    "packed_replay_speedup": round(packed_full / packed_ms, 2),
+                    "replay_ms": round(replay[fraction], 2),
+                    "replay_speedup": round(replay[1.0] / replay[fraction], 2),
+                    "packed_replay_ms": round(packed[fraction], 2),
+                    "packed_replay_speedup": round(packed[1.0] / packed[fraction], 2),
                     "ideal_speedup": round(ideal_speedup(fraction, spec.tokens), 2),
                 }
             )
     return pd.DataFrame(throughput), pd.DataFrame(in_step)
 
 
-def write_results(throughput: pd.DataFrame, in_step: pd.DataFrame, directory: Path, batch_size: int) -> None:
+def write_results(
+    throughput: pd.DataFrame,
+    in_step: pd.DataFrame,
+    directory: Path,
+    batch_size: int,
+    steps: int = 20,
+    repeats: int = 5,
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(directory / "replay_throughput.csv", throughput.to_csv(index=False))
     write_text_atomic(directory / "replay_in_step.csv", in_step.to_csv(index=False))
     header = (
         "# Replay throughput by token fraction\n\n"
         f"Training steps a second (batch {batch_size}, width 64, depth 4; forward, backward, AdamW) on "
-        f"{torch.get_num_threads()} CPU thread(s), CPU time, best of 3; `speedup` = steps/s ÷ steps/s at "
-        "t = 1; `ideal_speedup` = (tokens + 1) ÷ (kept + 1), the CLS token included; `of_ideal` = "
+        f"{torch.get_num_threads()} CPU thread(s), CPU time, best of {repeats} rounds of {steps} steps "
+        "(every step of a setting timed in turn in each round); `speedup` = steps/s ÷ steps/s at t = 1; "
+        "`ideal_speedup` = (tokens + 1) ÷ (kept + 1), the CLS token included; `of_ideal` = "
         "speedup ÷ ideal. `fused` is AdamW's fused kernel (protocol 2), `loop` its per-tensor loop, "
         "`fused+math-attention` the fused step with timm's attention written out instead of "
         "`scaled_dot_product_attention` (the suite's), `fused+compile` the fused step with the model "
@@ -257,13 +276,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR)
     parser.add_argument("--batch-size", type=int, default=64, help="samples a step (the suite: 32 + 32)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20, help="steps a timed run")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the best of them is kept")
     parser.add_argument(
         "--compile", action="store_true", help="also time the model under torch.compile (minutes to compile)"
     )
     arguments = parser.parse_args(argv)
     torch.set_num_threads(arguments.threads)
-    throughput, in_step = run_replay_perf(arguments.batch_size, compiled=arguments.compile)
-    write_results(throughput, in_step, arguments.out, arguments.batch_size)
+    throughput, in_step = run_replay_perf(
+        arguments.batch_size, arguments.steps, arguments.repeats, compiled=arguments.compile
+    )
+    write_results(
+        throughput, in_step, arguments.out, arguments.batch_size, arguments.steps, arguments.repeats
+    )
     print(tabulate(throughput, headers="keys", tablefmt="github", showindex=False))
     print(tabulate(in_step, headers="keys", tablefmt="github", showindex=False))
 
