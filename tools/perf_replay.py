@@ -98,7 +98,9 @@ def _model_and_optimizer(
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
 
 
-def interleaved_best_ms(steps_by_key: dict[Hashable, Callable[[], None]], steps: int, repeats: int) -> dict:
+def interleaved_best_ms(
+    steps_by_key: dict[Hashable, Callable[[], None]], steps: int, repeats: int
+) -> dict[Hashable, float]:
     """CPU milliseconds a step of each closure, best of ``repeats`` rounds of ``steps`` steps.
 
     Each closure first takes three warm-up steps; then every round times every closure once, in
@@ -178,7 +180,7 @@ def make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay) 
 def run_replay_perf(
     batch_size: int = 64,
     steps: int = 20,
-    repeats: int = 3,
+    repeats: int = 5,
     compiled: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The throughput and in-step tables; each setting's steps are timed together, interleaved."""
