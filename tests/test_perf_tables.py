@@ -80,7 +80,7 @@ def test_replay_rows_each_way_timed_as_named_and_compile_only_when_asked(
     def fake_make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: perf_replay.StepWay):
         made.append((len(parts), way))
         tokens = sum(perf_replay.kept_token_count(t, spec.tokens) for t, _ in parts)
-        # a packed step saves 1 ms a batch; a step costs 10 ms a step plus 1 ms a token fed
+        # a step costs 10 ms, 1 ms a forward and 1 ms a token fed; packed, its batches share one forward
         return lambda: 10.0 + tokens + len(parts) - (len(parts) - 1) * way.packed
 
     def fake_timing(steps_by_key: dict, steps: int, repeats: int) -> dict:

@@ -122,11 +122,10 @@ def missing_peers() -> list[str]:
 
 def available_peers() -> dict[str, PeerRun]:
     """The facility-location peers that import here (apricot warmed)."""
+    missing = set(missing_peers())
     found = {}
-    for name, (module, run) in PEERS.items():
-        try:
-            __import__(module)
-        except ImportError:
+    for name, (_, run) in PEERS.items():
+        if name in missing:
             continue
         if name == "apricot":
             warm_apricot()
