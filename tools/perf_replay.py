@@ -49,6 +49,7 @@ from benchmark.train import seeded_generator
 
 OUTPUT_DIR = Path("results/perf")
 FRACTIONS = (1.0, 0.5, 0.25, 0.1)
+STEPS, ROUNDS = 20, 5  # steps a timed run; rounds, the best of which is kept
 SETTINGS = {
     "split-shapes (16 tokens)": BackboneSpec(32, 3, 8, "shapes-15"),
     "32×32, patch 4 (64 tokens)": BackboneSpec(32, 3, 4, "shapes-15"),
@@ -130,13 +131,12 @@ def packed_logits(model: TokenViT, batches: list[TokenBatch]) -> list[torch.Tens
     vit = model.vit
     embedded = [vit.norm_pre(model.embed(batch)) for batch in batches]
     shapes = [tuple(tokens.shape[:2]) for tokens in embedded]
+    counts = [size * length for size, length in shapes]  # tokens of each batch, end to end
     x = torch.cat([tokens.flatten(0, 1) for tokens in embedded])
     for block in vit.blocks:
         attention = block.attn
-        qkv = attention.qkv(block.norm1(x))
-        mixed, start = [], 0
-        for size, length in shapes:
-            part = qkv[start : start + size * length]
+        mixed = []
+        for part, (size, length) in zip(attention.qkv(block.norm1(x)).split(counts), shapes, strict=True):
             q, k, v = part.reshape(size, length, 3, attention.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
             q, k = attention.q_norm(q), attention.k_norm(k)
             if attention.fused_attn:
@@ -144,16 +144,12 @@ def packed_logits(model: TokenViT, batches: list[TokenBatch]) -> list[torch.Tens
             else:
                 out = ((q * attention.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
             mixed.append(out.transpose(1, 2).reshape(size * length, -1))
-            start += size * length
         x = x + block.ls1(attention.proj(attention.norm(torch.cat(mixed))))
         x = x + block.ls2(block.mlp(block.norm2(x)))
-    x = vit.norm(x)
-    logits, start = [], 0
-    for size, length in shapes:
-        cls = x[start : start + size * length].view(size, length, -1)[:, 0]
-        logits.append(model.head(vit.fc_norm(cls)))
-        start += size * length
-    return logits
+    return [
+        model.head(vit.fc_norm(tokens.view(size, length, -1)[:, 0]))
+        for tokens, (size, length) in zip(vit.norm(x).split(counts), shapes, strict=True)
+    ]
 
 
 def make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay) -> Callable[[], None]:
@@ -179,8 +175,8 @@ def make_step(spec: BackboneSpec, parts: list[tuple[float, int]], way: StepWay) 
 
 def run_replay_perf(
     batch_size: int = 64,
-    steps: int = 20,
-    repeats: int = 5,
+    steps: int = STEPS,
+    repeats: int = ROUNDS,
     compiled: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The throughput and in-step tables; each setting's steps are timed together, interleaved."""
@@ -238,8 +234,8 @@ def write_results(
     in_step: pd.DataFrame,
     directory: Path,
     batch_size: int,
-    steps: int = 20,
-    repeats: int = 5,
+    steps: int = STEPS,
+    repeats: int = ROUNDS,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(directory / "replay_throughput.csv", throughput.to_csv(index=False))
@@ -278,8 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR)
     parser.add_argument("--batch-size", type=int, default=64, help="samples a step (the suite: 32 + 32)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20, help="steps a timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds; the best of them is kept")
+    parser.add_argument("--steps", type=int, default=STEPS, help="steps a timed run")
+    parser.add_argument("--repeats", type=int, default=ROUNDS, help="rounds; the best of them is kept")
     parser.add_argument(
         "--compile", action="store_true", help="also time the model under torch.compile (minutes to compile)"
     )
